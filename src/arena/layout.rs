@@ -1,0 +1,229 @@
+//! On-media layout of a pool:
+//!
+//! ```text
+//! page 0             superblock (geometry, checksummed; written once by mkfs)
+//! log_start..        metadata log (checksummed transactions, see fs::journal)
+//! cp_start[0]..      checkpoint slot 0 \ alternate; the valid one with the
+//! cp_start[1]..      checkpoint slot 1 / higher generation wins
+//! data_start..end    data pages, owned by files through their extent maps
+//! ```
+
+use std::fmt;
+
+use super::codec::{Dec, Enc, checksum};
+use super::media::Media;
+use crate::types::{PAGE_SIZE, Pfn};
+
+pub const MAGIC: &[u8; 8] = b"DAXLINK\0";
+pub const VERSION: u32 = 1;
+/// Smallest pool mkfs accepts: room for the metadata regions and some data.
+pub const MIN_POOL_SIZE: u64 = 16 << 20;
+const SB_LEN: usize = 8 + 4 + 4 + 8 * 8 + 16 + 4;
+
+/// Why a pool cannot be used; the text names the reason in one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutError(pub String);
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The pool's geometry, as recorded in its superblock. All regions are in pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub pool_size: u64,
+    pub pages_total: u64,
+    pub log_start: Pfn,
+    pub log_pages: u64,
+    pub cp_start: [Pfn; 2],
+    pub cp_pages: u64,
+    pub data_start: Pfn,
+    pub uuid: [u8; 16],
+}
+
+impl Geometry {
+    /// The layout mkfs gives a pool of `size` bytes: the log gets 1/64 of the pool
+    /// (at least 4 MiB), each checkpoint slot 1/32 (at least 4 MiB).
+    pub fn for_size(size: u64, uuid: [u8; 16]) -> Result<Geometry, LayoutError> {
+        if size < MIN_POOL_SIZE {
+            return Err(LayoutError(format!(
+                "pool size {size} is below the minimum of {MIN_POOL_SIZE} bytes"
+            )));
+        }
+        let pages_total = size / PAGE_SIZE;
+        let log_pages = (pages_total / 64).max(1024);
+        let cp_pages = (pages_total / 32).max(1024);
+        let log_start = Pfn(1);
+        let cp0 = log_start.add(log_pages);
+        let cp1 = cp0.add(cp_pages);
+        let data_start = cp1.add(cp_pages);
+        if data_start.0 + 16 > pages_total {
+            return Err(LayoutError(format!("pool size {size} leaves no room for data")));
+        }
+        Ok(Geometry {
+            pool_size: pages_total * PAGE_SIZE,
+            pages_total,
+            log_start,
+            log_pages,
+            cp_start: [cp0, cp1],
+            cp_pages,
+            data_start,
+            uuid,
+        })
+    }
+
+    pub fn data_pages(&self) -> u64 {
+        self.pages_total - self.data_start.0
+    }
+
+    pub fn is_data(&self, pfn: Pfn) -> bool {
+        pfn >= self.data_start && pfn.0 < self.pages_total
+    }
+
+    /// Whether `[pfn, pfn + len)` lies inside the data region.
+    pub fn is_data_range(&self, pfn: Pfn, len: u64) -> bool {
+        len > 0
+            && self.is_data(pfn)
+            && pfn.0.checked_add(len).is_some_and(|end| end <= self.pages_total)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.raw(MAGIC);
+        e.u32(VERSION);
+        e.u32(PAGE_SIZE as u32);
+        for v in [
+            self.pool_size,
+            self.pages_total,
+            self.log_start.0,
+            self.log_pages,
+            self.cp_start[0].0,
+            self.cp_start[1].0,
+            self.cp_pages,
+            self.data_start.0,
+        ] {
+            e.u64(v);
+        }
+        e.raw(&self.uuid);
+        let sum = checksum(&e.buf);
+        e.u32(sum);
+        debug_assert_eq!(e.len(), SB_LEN);
+        e.buf
+    }
+
+    /// Decodes and verifies a superblock read from a pool of `media_len` bytes.
+    pub fn decode(bytes: &[u8], media_len: u64) -> Result<Geometry, LayoutError> {
+        let bad = |why: String| LayoutError(why);
+        if bytes.len() < SB_LEN || &bytes[..8] != MAGIC {
+            return Err(bad("not a daxlink pool (no daxlink magic in the superblock)".into()));
+        }
+        let stored = u32::from_le_bytes(bytes[SB_LEN - 4..SB_LEN].try_into().unwrap_or_default());
+        if checksum(&bytes[..SB_LEN - 4]) != stored {
+            return Err(bad("superblock checksum mismatch (damaged superblock)".into()));
+        }
+        let codec = |e: super::codec::CodecError| bad(format!("superblock: {e}"));
+        let mut d = Dec::new(&bytes[8..SB_LEN - 4]);
+        let version = d.u32().map_err(codec)?;
+        if version != VERSION {
+            return Err(bad(format!("unsupported pool version {version} (this daxlink reads {VERSION})")));
+        }
+        let block = d.u32().map_err(codec)?;
+        if block as u64 != PAGE_SIZE {
+            return Err(bad(format!("unsupported page size {block}")));
+        }
+        let mut v = [0u64; 8];
+        for x in &mut v {
+            *x = d.u64().map_err(codec)?;
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(d.take(16).map_err(codec)?);
+        let g = Geometry {
+            pool_size: v[0],
+            pages_total: v[1],
+            log_start: Pfn(v[2]),
+            log_pages: v[3],
+            cp_start: [Pfn(v[4]), Pfn(v[5])],
+            cp_pages: v[6],
+            data_start: Pfn(v[7]),
+            uuid,
+        };
+        if g.pool_size > media_len {
+            return Err(bad(format!(
+                "pool is truncated: superblock says {} bytes, the pool has {media_len}",
+                g.pool_size
+            )));
+        }
+        let expect = Geometry::for_size(g.pool_size, uuid)
+            .map_err(|e| bad(format!("superblock geometry invalid: {e}")))?;
+        if expect != g {
+            return Err(bad("superblock geometry is inconsistent".into()));
+        }
+        Ok(g)
+    }
+
+    /// Reads and verifies the superblock of `media`.
+    pub fn read(media: &dyn Media) -> Result<Geometry, LayoutError> {
+        if media.len() < PAGE_SIZE {
+            return Err(LayoutError(format!(
+                "pool is truncated: {} bytes, smaller than a superblock page",
+                media.len()
+            )));
+        }
+        let mut sb = vec![0u8; SB_LEN];
+        media.read(0, &mut sb);
+        Geometry::decode(&sb, media.len())
+    }
+
+    /// Writes the superblock (mkfs only) and makes it durable.
+    pub fn write(&self, media: &dyn Media) -> std::io::Result<()> {
+        media.fill(0, PAGE_SIZE, 0);
+        media.write(0, &self.encode());
+        media.flush(0, PAGE_SIZE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo() -> Geometry {
+        Geometry::for_size(64 << 20, [7; 16]).unwrap()
+    }
+
+    #[test]
+    fn superblock_roundtrips() {
+        let g = geo();
+        assert_eq!(Geometry::decode(&g.encode(), g.pool_size).unwrap(), g);
+    }
+
+    #[test]
+    fn every_flipped_superblock_byte_is_refused() {
+        let g = geo();
+        let good = g.encode();
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 0x5a;
+            assert!(Geometry::decode(&b, g.pool_size).is_err(), "byte {i} flip accepted");
+        }
+    }
+
+    #[test]
+    fn truncated_pool_is_refused() {
+        let g = geo();
+        let e = Geometry::decode(&g.encode(), g.pool_size - PAGE_SIZE).unwrap_err();
+        assert!(e.0.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn regions_are_ordered_and_disjoint() {
+        let g = geo();
+        assert!(g.log_start.0 >= 1);
+        assert_eq!(g.cp_start[0], g.log_start.add(g.log_pages));
+        assert_eq!(g.cp_start[1], g.cp_start[0].add(g.cp_pages));
+        assert_eq!(g.data_start, g.cp_start[1].add(g.cp_pages));
+        assert!(g.data_pages() > 0);
+        assert!(Geometry::for_size(MIN_POOL_SIZE - 1, [0; 16]).is_err());
+    }
+}

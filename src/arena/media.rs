@@ -1,0 +1,131 @@
+//! The byte-addressable media under the arena: an mmapped pool file or device, or
+//! memory for tests. Offsets handed to a `Media` are computed from a validated
+//! geometry, so an out-of-range access is a bug in daxlink, not bad input.
+
+use std::fs::File;
+use std::io;
+use std::sync::Mutex;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+pub trait Media: Send + Sync {
+    /// Size in bytes.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn read(&self, off: u64, buf: &mut [u8]);
+    fn write(&self, off: u64, data: &[u8]);
+    fn fill(&self, off: u64, len: u64, byte: u8);
+    /// Makes every store to `[off, off + len)` durable.
+    fn flush(&self, off: u64, len: u64) -> io::Result<()>;
+}
+
+fn check_range(media_len: u64, off: u64, len: u64) {
+    assert!(
+        off.checked_add(len).is_some_and(|end| end <= media_len),
+        "media access [{off}, +{len}) outside {media_len} bytes"
+    );
+}
+
+/// A pool file or device mapped shared: stores reach the page cache (or the pmem)
+/// directly, `flush` is `msync`.
+pub struct MmapMedia {
+    map: MmapRaw,
+    len: u64,
+}
+
+impl MmapMedia {
+    pub fn new(file: &File, len: u64) -> io::Result<Self> {
+        let map = MmapOptions::new().len(len as usize).map_raw(file)?;
+        Ok(MmapMedia { map, len })
+    }
+}
+
+impl Media for MmapMedia {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read(&self, off: u64, buf: &mut [u8]) {
+        check_range(self.len, off, buf.len() as u64);
+        // SAFETY: the range is inside the mapping (checked above), the mapping lives as
+        // long as `self`, and `buf` cannot alias the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(off as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        }
+    }
+    fn write(&self, off: u64, data: &[u8]) {
+        check_range(self.len, off, data.len() as u64);
+        // SAFETY: as in `read`; concurrent writers of one range are excluded by the fs lock.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(off as usize),
+                data.len(),
+            )
+        }
+    }
+    fn fill(&self, off: u64, len: u64, byte: u8) {
+        check_range(self.len, off, len);
+        // SAFETY: as in `write`.
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(off as usize), byte, len as usize) }
+    }
+    fn flush(&self, off: u64, len: u64) -> io::Result<()> {
+        check_range(self.len, off, len);
+        self.map.flush_range(off as usize, len as usize)
+    }
+}
+
+/// Media in memory, for fast tests and examples.
+pub struct MemMedia {
+    bytes: Mutex<Vec<u8>>,
+}
+
+impl MemMedia {
+    pub fn new(len: u64) -> Self {
+        MemMedia {
+            bytes: Mutex::new(vec![0; len as usize]),
+        }
+    }
+    /// A copy of the whole media, e.g. to reopen it as if after a crash.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.lock().clone()
+    }
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        MemMedia {
+            bytes: Mutex::new(bytes),
+        }
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Media for MemMedia {
+    fn len(&self) -> u64 {
+        self.lock().len() as u64
+    }
+    fn read(&self, off: u64, buf: &mut [u8]) {
+        let b = self.lock();
+        check_range(b.len() as u64, off, buf.len() as u64);
+        buf.copy_from_slice(&b[off as usize..off as usize + buf.len()]);
+    }
+    fn write(&self, off: u64, data: &[u8]) {
+        let mut b = self.lock();
+        check_range(b.len() as u64, off, data.len() as u64);
+        b[off as usize..off as usize + data.len()].copy_from_slice(data);
+    }
+    fn fill(&self, off: u64, len: u64, byte: u8) {
+        let mut b = self.lock();
+        check_range(b.len() as u64, off, len);
+        b[off as usize..(off + len) as usize].fill(byte);
+    }
+    fn flush(&self, off: u64, len: u64) -> io::Result<()> {
+        check_range(self.len(), off, len);
+        Ok(())
+    }
+}

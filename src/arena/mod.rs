@@ -1,0 +1,10 @@
+//! The arena: the pool's media, its on-media layout, and the data-page allocator.
+
+pub mod alloc;
+pub mod codec;
+pub mod layout;
+pub mod media;
+
+pub use alloc::Allocator;
+pub use layout::{Geometry, LayoutError};
+pub use media::{Media, MemMedia, MmapMedia};

@@ -1,0 +1,386 @@
+//! `Core`: the state plus the machinery that makes changes durable. Every change goes
+//! through `commit`: validate, build records, append them to the log, apply them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::error::{Error, Result};
+use super::extent::Extent;
+use super::inode::{Attr, Body, Timespec};
+use super::journal::Journal;
+use super::record::{Record, decode_all, encode_all};
+use super::state::{Mode, State};
+use super::tx::Tx;
+use super::Ctx;
+use crate::arena::{Geometry, Media};
+use crate::dax::PageState;
+use crate::types::{Ino, PAGE_SIZE, Pfn};
+
+/// When reads update atime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AtimeMode {
+    /// Linux's default: only when atime is older than mtime/ctime or a day old.
+    #[default]
+    Relatime,
+    Strict,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub read_only: bool,
+    pub atime: AtimeMode,
+}
+
+/// A time to set: now, or a given instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(Timespec),
+}
+
+/// The changes of one setattr; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Timespec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// What `daxlink stat` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub block_size: u64,
+    pub pages_total: u64,
+    pub pages_used: u64,
+    pub pages_free: u64,
+    pub pages_shared: u64,
+    pub warnings: u64,
+    pub inodes: u64,
+    pub log_bytes: u64,
+    pub generation: u64,
+}
+
+/// Bytes of checkpoint an inode costs at least; bounds `statfs`'s file count.
+const INODE_COST: u64 = 128;
+
+pub struct Core {
+    pub(super) media: Arc<dyn Media>,
+    pub(super) st: State,
+    journal: Journal,
+    open: HashMap<Ino, u32>,
+    /// Inodes whose attributes changed in memory only (timestamps of in-place writes,
+    /// atime); logged lazily at the next sync or checkpoint, as XFS logs timestamps.
+    dirty: HashSet<Ino>,
+    opts: Options,
+    /// Why the filesystem stopped accepting changes, if it did.
+    shutdown: Option<String>,
+}
+
+impl Core {
+    pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
+        let geo = Geometry::for_size(media.len(), uuid).map_err(|e| Error::Pool(e.0))?;
+        geo.write(media).map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
+        let now = Timespec::now();
+        let root = Attr {
+            ino: Ino::ROOT,
+            mode: libc::S_IFDIR | 0o755,
+            uid: ctx.uid,
+            gid: ctx.gid,
+            nlink: 2,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
+            rdev: 0,
+            flags: 0,
+            blocks: 0,
+        };
+        Journal::format(media, &geo, &encode_all(&[Record::SetInode(root)]))?;
+        Ok(())
+    }
+
+    pub fn open(media: Arc<dyn Media>, opts: Options) -> Result<Core> {
+        let geo = Geometry::read(&*media).map_err(|e| Error::Pool(e.0))?;
+        let rec = Journal::recover(&*media, &geo)?;
+        let mut st = State::new(geo);
+        let mut journal = rec.journal;
+        let recs = decode_all(&rec.checkpoint).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+        for r in &recs {
+            st.apply(r, Mode::Replay).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+        }
+        for (n, tx) in rec.transactions.iter().enumerate() {
+            let recs = decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+            for r in &recs {
+                st.apply(r, Mode::Replay)
+                    .map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+            }
+            journal.account_replayed(recs.iter().map(Record::growth_bound).sum());
+        }
+        st.derive_free_space();
+        st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}")))?;
+        let mut core = Core {
+            media,
+            st,
+            journal,
+            open: HashMap::new(),
+            dirty: HashSet::new(),
+            opts,
+            shutdown: None,
+        };
+        if !opts.read_only {
+            core.free_orphans()?;
+            // A fresh generation: nothing left in the log region can replay again.
+            core.checkpoint()?;
+        }
+        Ok(core)
+    }
+
+    /// Inodes with no name and no opener (unlinked while open before a crash).
+    fn free_orphans(&mut self) -> Result<()> {
+        let mut orphans: Vec<Ino> = self.st.inodes.values().filter(|i| i.attr.nlink == 0).map(|i| i.attr.ino).collect();
+        orphans.sort();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        log::info!("freeing {} orphan inode(s)", orphans.len());
+        self.commit(orphans.into_iter().map(|ino| Record::FreeInode { ino }).collect())
+    }
+
+    pub(super) fn writable(&self) -> Result<()> {
+        if self.opts.read_only || self.shutdown.is_some() {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Logs and applies one transaction.
+    pub(super) fn commit(&mut self, recs: Vec<Record>) -> Result<()> {
+        self.writable()?;
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let payload = encode_all(&recs);
+        let growth: u64 = recs.iter().map(Record::growth_bound).sum();
+        if !self.journal.fits(payload.len() as u64, growth) {
+            self.checkpoint()?;
+            if !self.journal.fits(payload.len() as u64, growth) {
+                return Err(Error::NoSpace);
+            }
+        }
+        self.journal.append(&*self.media, &payload, growth);
+        for r in &recs {
+            if let Record::SetInode(a) = r {
+                self.dirty.remove(&a.ino);
+            }
+            if let Err(e) = self.st.apply(r, Mode::Live) {
+                let msg = format!("internal inconsistency applying {r:?}: {e}; filesystem is now read-only");
+                log::error!("{msg}");
+                self.shutdown = Some(msg.clone());
+                return Err(Error::Io(msg));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn commit_tx(&mut self, tx: Tx) -> Result<()> {
+        self.commit(tx.into_records())
+    }
+
+    /// Writes the whole namespace as a new checkpoint and empties the log.
+    pub(super) fn checkpoint(&mut self) -> Result<()> {
+        self.writable()?;
+        let payload = self.st.encode_checkpoint();
+        self.journal.checkpoint(&*self.media, &payload)?;
+        self.dirty.clear();
+        self.st.alloc.commit();
+        Ok(())
+    }
+
+    pub(super) fn opts_atime(&self) -> AtimeMode {
+        self.opts.atime
+    }
+
+    /// Marks attributes changed in memory; they reach the log at the next sync.
+    pub(super) fn touch(&mut self, ino: Ino) {
+        self.dirty.insert(ino);
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        if self.writable().is_err() {
+            return Ok(());
+        }
+        let mut dirty: Vec<Ino> = self.dirty.iter().copied().collect();
+        dirty.sort();
+        let recs = dirty
+            .into_iter()
+            .filter_map(|ino| self.st.inodes.get(&ino).map(|i| Record::SetInode(i.attr)))
+            .collect();
+        self.commit(recs)?;
+        self.journal.flush(&*self.media)?;
+        self.st.alloc.commit();
+        Ok(())
+    }
+
+    pub fn unmount(&mut self) -> Result<()> {
+        if self.writable().is_err() {
+            return Ok(());
+        }
+        self.checkpoint()
+    }
+
+    /// Allocates `n` pages near `goal`; reclaims busy pages with a log flush if needed.
+    pub(super) fn alloc_pages(&mut self, goal: Pfn, n: u64) -> Result<Vec<(Pfn, u64)>> {
+        if let Some(v) = self.st.alloc.alloc(goal, n) {
+            return Ok(v);
+        }
+        if self.st.alloc.busy_pages() > 0 {
+            self.sync()?;
+            if let Some(v) = self.st.alloc.alloc(goal, n) {
+                return Ok(v);
+            }
+        }
+        Err(Error::NoSpace)
+    }
+
+    /// Returns pages allocated for a change that then failed before it was logged.
+    pub(super) fn unalloc(&mut self, runs: &[(Pfn, u64)]) {
+        for &(p, n) in runs {
+            self.st.alloc.free_later(p, n);
+        }
+    }
+
+    pub(super) fn inode(&self, ino: Ino) -> Result<&super::inode::Inode> {
+        self.st.inodes.get(&ino).ok_or(Error::NotFound)
+    }
+
+    pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
+        Ok(self.inode(ino)?.stat())
+    }
+
+    pub fn setattr(&mut self, ino: Ino, set: SetAttr) -> Result<Attr> {
+        self.writable()?;
+        if let Some(size) = set.size {
+            self.truncate(ino, size)?;
+        }
+        let now = Timespec::now();
+        let mut tx = Tx::new();
+        let a = tx.attr(&self.st, ino)?;
+        if let Some(m) = set.mode {
+            a.mode = (a.mode & libc::S_IFMT) | (m & !libc::S_IFMT);
+        }
+        if let Some(u) = set.uid {
+            a.uid = u;
+        }
+        if let Some(g) = set.gid {
+            a.gid = g;
+        }
+        let pick = |t: SetTime| match t {
+            SetTime::Now => now,
+            SetTime::At(t) => t,
+        };
+        if let Some(t) = set.atime {
+            a.atime = pick(t);
+        }
+        if let Some(t) = set.mtime {
+            a.mtime = pick(t);
+        }
+        a.ctime = set.ctime.unwrap_or(now);
+        self.commit_tx(tx)?;
+        self.getattr(ino)
+    }
+
+    pub fn open_inode(&mut self, ino: Ino) -> Result<()> {
+        self.inode(ino)?;
+        *self.open.entry(ino).or_default() += 1;
+        Ok(())
+    }
+
+    pub fn release(&mut self, ino: Ino) -> Result<()> {
+        let Some(n) = self.open.get_mut(&ino) else {
+            return Ok(());
+        };
+        *n -= 1;
+        if *n > 0 {
+            return Ok(());
+        }
+        self.open.remove(&ino);
+        if self.st.inodes.get(&ino).is_some_and(|i| i.attr.nlink == 0) && self.writable().is_ok() {
+            self.commit(vec![Record::FreeInode { ino }])?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_open(&self, ino: Ino) -> bool {
+        self.open.contains_key(&ino)
+    }
+
+    pub fn statfs(&mut self) -> StatFs {
+        let files = self.journal.checkpoint_capacity() / INODE_COST;
+        StatFs {
+            blocks: self.st.geo.data_pages(),
+            bfree: self.st.alloc.free_pages() + self.st.alloc.busy_pages(),
+            files,
+            ffree: files.saturating_sub(self.st.inodes.len() as u64),
+            bsize: PAGE_SIZE as u32,
+            namelen: super::inode::NAME_MAX as u32,
+        }
+    }
+
+    pub fn stats(&mut self) -> Stats {
+        let (owned, shared) = self.st.pages.counts();
+        let total = self.st.geo.data_pages();
+        Stats {
+            block_size: PAGE_SIZE,
+            pages_total: total,
+            pages_used: owned + shared,
+            pages_free: total - owned - shared,
+            pages_shared: shared,
+            warnings: self.st.pages.warnings(),
+            inodes: self.st.inodes.len() as u64,
+            log_bytes: self.journal.log_used(),
+            generation: self.journal.generation(),
+        }
+    }
+
+    pub fn extents(&mut self, ino: Ino) -> Result<Vec<Extent>> {
+        match &self.inode(ino)?.body {
+            Body::File(m) => Ok(m.iter().collect()),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {
+        if !self.st.geo.is_data(pfn) {
+            return Err(Error::Invalid);
+        }
+        Ok(self.st.pages.state(pfn))
+    }
+
+    pub fn check(&mut self) -> std::result::Result<(), String> {
+        self.st.check()?;
+        let cp = self.st.encode_checkpoint().len() as u64;
+        if cp > self.journal.checkpoint_bound() {
+            return Err(format!(
+                "checkpoint of {cp} bytes exceeds the bound {} the log admission assumed",
+                self.journal.checkpoint_bound()
+            ));
+        }
+        Ok(())
+    }
+}

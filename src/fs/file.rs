@@ -1,0 +1,367 @@
+//! File data: read, write with allocation and copy-on-write, truncate, fallocate, seek.
+//!
+//! Bytes past EOF in the page holding EOF are undefined on the media: truncate does not
+//! zero them (that would change fsync'd bytes before the truncate is durable); instead
+//! any change that moves EOF up zeroes them first, while they are still invisible.
+
+use super::core::{AtimeMode, Core};
+use super::error::{Error, Result};
+use super::inode::{Body, Kind, MAX_FILE_SIZE, Timespec};
+use super::record::Record;
+use super::state::MAX_FILE_BLOCKS;
+use super::tx::Tx;
+use super::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+use crate::dax::PageState;
+use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
+
+/// What a store writes.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Bytes(&'a [u8]),
+    /// Zeros; holes stay holes.
+    Zeros(u64),
+}
+
+impl Src<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Src::Bytes(b) => b.len() as u64,
+            Src::Zeros(n) => *n,
+        }
+    }
+}
+
+/// Groups consecutive `(block, page)` pairs into `(first block, first page, count)`.
+fn runs(pairs: &[(FileBlock, Pfn)]) -> Vec<(FileBlock, Pfn, u64)> {
+    let mut out: Vec<(FileBlock, Pfn, u64)> = Vec::new();
+    for &(b, p) in pairs {
+        match out.last_mut() {
+            Some((fb, fp, n)) if fb.0 + *n == b.0 && fp.0 + *n == p.0 => *n += 1,
+            _ => out.push((b, p, 1)),
+        }
+    }
+    out
+}
+
+impl Core {
+    fn file_size(&self, ino: Ino) -> Result<u64> {
+        let i = self.inode(ino)?;
+        match i.attr.kind() {
+            Kind::File => Ok(i.attr.size),
+            Kind::Dir => Err(Error::IsDir),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    fn extent_map(&self, ino: Ino) -> Result<&super::extent::ExtentMap> {
+        match &self.inode(ino)?.body {
+            Body::File(m) => Ok(m),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    /// A page another file also holds must be copied before it is written.
+    fn needs_cow(&self, pfn: Pfn) -> bool {
+        matches!(self.st.pages.state(pfn), PageState::Shared { share } if share > 1)
+    }
+
+    /// Applies the atime policy after a read of `ino`.
+    pub(super) fn note_access(&mut self, ino: Ino) {
+        if self.writable().is_err() {
+            return;
+        }
+        let mode = self.opts_atime();
+        let now = Timespec::now();
+        let Some(i) = self.st.inodes.get_mut(&ino) else { return };
+        let a = &mut i.attr;
+        let update = match mode {
+            AtimeMode::Never => false,
+            AtimeMode::Strict => true,
+            AtimeMode::Relatime => a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 24 * 3600,
+        };
+        if update {
+            a.atime = now;
+            self.touch(ino);
+        }
+    }
+
+    pub fn read(&mut self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
+        let size = self.file_size(ino)?;
+        if off >= size || len == 0 {
+            self.note_access(ino);
+            return Ok(Vec::new());
+        }
+        let end = off.saturating_add(len).min(size);
+        let mut buf = vec![0u8; (end - off) as usize];
+        let first = FileBlock::of(off);
+        let nblocks = FileBlock::of(end - 1).0 - first.0 + 1;
+        for x in self.extent_map(ino)?.range(first, nblocks) {
+            let s = x.fblock.byte().max(off);
+            let e = x.end().byte().min(end);
+            let at = x.pfn.offset().0 + (s - x.fblock.byte());
+            self.media.read(at, &mut buf[(s - off) as usize..(e - off) as usize]);
+        }
+        self.note_access(ino);
+        Ok(buf)
+    }
+
+    /// Writes `src` at `off` into the media: in place where the file owns the page,
+    /// into fresh pages for holes (zeros keep holes) and shared pages (COW). Records
+    /// the remaps in `tx`; returns the pages it allocated.
+    fn store(&mut self, tx: &mut Tx, ino: Ino, off: u64, src: Src) -> Result<Vec<(Pfn, u64)>> {
+        let len = src.len();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let first = FileBlock::of(off);
+        let last = FileBlock::of(off + len - 1);
+        let m = self.extent_map(ino)?;
+        let mut fresh = Vec::new(); // (block, old page if COW)
+        for b in first.0..=last.0 {
+            let b = FileBlock(b);
+            match m.lookup(b) {
+                Some(p) if self.needs_cow(p) => fresh.push((b, Some(p))),
+                Some(_) => {}
+                None if matches!(src, Src::Zeros(_)) => {}
+                None => fresh.push((b, None)),
+            }
+        }
+        let goal = first
+            .0
+            .checked_sub(1)
+            .and_then(|b| m.lookup(FileBlock(b)))
+            .map_or(self.st.geo.data_start, |p| p.add(1));
+        let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
+        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.add(i)));
+        let mut remap = Vec::with_capacity(fresh.len());
+        let mut cow = Vec::new();
+        for &(b, old) in &fresh {
+            let np = pages.next().expect("allocated one page per block");
+            let covered = b.byte() >= off && b.byte() + PAGE_SIZE <= off + len;
+            if !covered {
+                match old {
+                    Some(op) => {
+                        let mut page = vec![0u8; PAGE_SIZE as usize];
+                        self.media.read(op.offset().0, &mut page);
+                        self.media.write(np.offset().0, &page);
+                    }
+                    None => self.media.fill(np.offset().0, PAGE_SIZE, 0),
+                }
+            }
+            remap.push((b, np));
+            if old.is_some() {
+                cow.push((b, np));
+            }
+        }
+        // Write the bytes: into the new page where there is one, else in place.
+        let m = self.extent_map(ino)?;
+        let mut targets = Vec::new();
+        for b in first.0..=last.0 {
+            let b = FileBlock(b);
+            let page = remap.iter().find(|(rb, _)| *rb == b).map(|(_, p)| *p).or_else(|| m.lookup(b));
+            if let Some(p) = page {
+                targets.push((b, p));
+            }
+        }
+        for (b, p) in targets {
+            let s = b.byte().max(off);
+            let e = (b.byte() + PAGE_SIZE).min(off + len);
+            let at = p.offset().0 + (s - b.byte());
+            match src {
+                Src::Bytes(d) => self.media.write(at, &d[(s - off) as usize..(e - off) as usize]),
+                Src::Zeros(_) => self.media.fill(at, e - s, 0),
+            }
+        }
+        for (b, _, n) in runs(&cow) {
+            tx.push(Record::Unmap { ino, fblock: b, len: n });
+        }
+        for (b, p, n) in runs(&remap) {
+            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+        }
+        Ok(allocated)
+    }
+
+    /// Commits `tx`; gives back its pages if that fails.
+    fn commit_store(&mut self, tx: Tx, allocated: &[(Pfn, u64)]) -> Result<()> {
+        self.commit_tx(tx).inspect_err(|_| self.unalloc(allocated))
+    }
+
+    /// Zeroes the bytes past EOF in the page holding EOF, before EOF moves up.
+    fn zero_past_eof(&mut self, ino: Ino, size: u64) -> Result<()> {
+        let tail = size % PAGE_SIZE;
+        if tail == 0 {
+            return Ok(());
+        }
+        let mut tx = Tx::new();
+        let allocated = self.store(&mut tx, ino, size, Src::Zeros(PAGE_SIZE - tail))?;
+        self.commit_store(tx, &allocated)
+    }
+
+    pub fn write(&mut self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64> {
+        self.writable()?;
+        let size = self.file_size(ino)?;
+        let off = if append { size } else { off };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if off >= MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let data = &data[..(data.len() as u64).min(MAX_FILE_SIZE - off) as usize];
+        let end = off + data.len() as u64;
+        if off > size {
+            self.zero_past_eof(ino, size)?;
+        }
+        let mut tx = Tx::new();
+        let allocated = self.store(&mut tx, ino, off, Src::Bytes(data))?;
+        let now = Timespec::now();
+        if end > size || !tx.is_empty() {
+            let a = tx.attr(&self.st, ino)?;
+            a.size = a.size.max(end);
+            a.mtime = now;
+            a.ctime = now;
+            self.commit_store(tx, &allocated)?;
+        } else if let Some(i) = self.st.inodes.get_mut(&ino) {
+            i.attr.mtime = now;
+            i.attr.ctime = now;
+            self.touch(ino);
+        }
+        Ok(data.len() as u64)
+    }
+
+    pub(super) fn truncate(&mut self, ino: Ino, size: u64) -> Result<()> {
+        self.writable()?;
+        let old = self.file_size(ino)?;
+        if size > MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        if size > old {
+            self.zero_past_eof(ino, old)?;
+        }
+        let mut tx = Tx::new();
+        let keep = size.div_ceil(PAGE_SIZE);
+        if !self.extent_map(ino)?.range(FileBlock(keep), MAX_FILE_BLOCKS - keep).is_empty() {
+            tx.push(Record::Unmap { ino, fblock: FileBlock(keep), len: MAX_FILE_BLOCKS - keep });
+        }
+        let now = Timespec::now();
+        let a = tx.attr(&self.st, ino)?;
+        a.size = size;
+        a.mtime = now;
+        a.ctime = now;
+        self.commit_tx(tx)
+    }
+
+    /// Maps zeroed pages into every hole of the whole blocks covering `[off, end)`.
+    fn allocate_range(&mut self, tx: &mut Tx, ino: Ino, off: u64, end: u64) -> Result<Vec<(Pfn, u64)>> {
+        let first = FileBlock::of(off);
+        let last = FileBlock(end.div_ceil(PAGE_SIZE));
+        let m = self.extent_map(ino)?;
+        let mut holes = Vec::new();
+        let mut at = first;
+        while at < last {
+            let h = m.next_hole(at);
+            if h >= last {
+                break;
+            }
+            let data = m.next_mapped(h).unwrap_or(last).min(last);
+            holes.push((h, data.0 - h.0));
+            at = data;
+        }
+        let n: u64 = holes.iter().map(|h| h.1).sum();
+        let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo.data_start);
+        let allocated = self.alloc_pages(goal, n)?;
+        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.add(i)));
+        let mut pairs = Vec::with_capacity(n as usize);
+        for (h, len) in holes {
+            for i in 0..len {
+                let p = pages.next().expect("allocated one page per block");
+                self.media.fill(p.offset().0, PAGE_SIZE, 0);
+                pairs.push((h.add(i), p));
+            }
+        }
+        for (b, p, n) in runs(&pairs) {
+            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+        }
+        Ok(allocated)
+    }
+
+    /// Zeroes `[off, end)`: partial pages in place (or by COW), whole pages unmapped.
+    fn punch(&mut self, ino: Ino, off: u64, end: u64) -> Result<()> {
+        let mut tx = Tx::new();
+        let whole_from = off.div_ceil(PAGE_SIZE);
+        let whole_to = end / PAGE_SIZE;
+        let head_end = if whole_from > whole_to { end } else { whole_from * PAGE_SIZE };
+        let mut allocated = self.store(&mut tx, ino, off, Src::Zeros(head_end - off))?;
+        if whole_from <= whole_to {
+            // The tail page is a different block from the head page: the two stores
+            // are independent and share one transaction.
+            let tail = whole_to * PAGE_SIZE;
+            match self.store(&mut tx, ino, tail, Src::Zeros(end - tail)) {
+                Ok(more) => allocated.extend(more),
+                Err(e) => {
+                    self.unalloc(&allocated);
+                    return Err(e);
+                }
+            }
+            if !self.extent_map(ino)?.range(FileBlock(whole_from), whole_to - whole_from).is_empty() {
+                tx.push(Record::Unmap { ino, fblock: FileBlock(whole_from), len: whole_to - whole_from });
+            }
+        }
+        let now = Timespec::now();
+        let a = tx.attr(&self.st, ino)?;
+        a.mtime = now;
+        a.ctime = now;
+        self.commit_store(tx, &allocated)
+    }
+
+    /// fallocate(2) for the modes FUSE forwards: 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE,
+    /// ZERO_RANGE (with or without KEEP_SIZE).
+    pub fn fallocate(&mut self, ino: Ino, mode: i32, off: u64, len: u64) -> Result<()> {
+        self.writable()?;
+        let size = self.file_size(ino)?;
+        if len == 0 {
+            return Err(Error::Invalid);
+        }
+        let end = off.checked_add(len).ok_or(Error::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        match mode & !FALLOC_FL_KEEP_SIZE {
+            0 => {}
+            FALLOC_FL_PUNCH_HOLE if keep => return self.punch(ino, off, end),
+            FALLOC_FL_ZERO_RANGE => self.punch(ino, off, end)?,
+            _ => return Err(Error::NotSupported),
+        }
+        if !keep && end > size {
+            self.zero_past_eof(ino, size)?;
+        }
+        let mut tx = Tx::new();
+        let allocated = self.allocate_range(&mut tx, ino, off, end)?;
+        let now = Timespec::now();
+        let a = tx.attr(&self.st, ino)?;
+        a.ctime = now;
+        if !keep && end > a.size {
+            a.size = end;
+            a.mtime = now;
+        }
+        self.commit_store(tx, &allocated)
+    }
+
+    /// lseek(2) with SEEK_DATA or SEEK_HOLE (other whences are the kernel's business).
+    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32) -> Result<u64> {
+        let size = self.file_size(ino)?;
+        if off >= size {
+            return Err(Error::NoDeviceOrAddress);
+        }
+        let m = self.extent_map(ino)?;
+        match whence {
+            libc::SEEK_DATA => match m.next_mapped(FileBlock::of(off)) {
+                Some(b) if b.byte() < size => Ok(off.max(b.byte())),
+                _ => Err(Error::NoDeviceOrAddress),
+            },
+            libc::SEEK_HOLE => Ok(off.max(m.next_hole(FileBlock::of(off)).byte()).min(size)),
+            _ => Err(Error::Invalid),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! In-memory inodes. Their on-media form is the record stream of `fs::record`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::extent::ExtentMap;
+use crate::types::Ino;
+
+/// Longest name in a directory (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target (PATH_MAX).
+pub const SYMLINK_MAX: usize = 4096;
+/// Largest file: 8 TiB (`s_maxbytes`).
+pub const MAX_FILE_SIZE: u64 = 8 << 40;
+/// Most hard links to one inode.
+pub const LINK_MAX: u32 = 65000;
+
+/// Seconds and nanoseconds since the epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timespec {
+    pub fn now() -> Timespec {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                Timespec::from_parts(-(d.as_secs() as i64), d.subsec_nanos())
+            }
+        }
+    }
+    fn from_parts(sec: i64, nsec: u32) -> Timespec {
+        if nsec == 0 {
+            Timespec { sec, nsec }
+        } else {
+            Timespec {
+                sec: sec - 1,
+                nsec: 1_000_000_000 - nsec,
+            }
+        }
+    }
+    pub fn from_system(t: SystemTime) -> Timespec {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => Timespec::from_parts(-(e.duration().as_secs() as i64), e.duration().subsec_nanos()),
+        }
+    }
+    pub fn to_system(self) -> SystemTime {
+        let base = if self.sec >= 0 {
+            UNIX_EPOCH + std::time::Duration::from_secs(self.sec as u64)
+        } else {
+            UNIX_EPOCH - std::time::Duration::from_secs(self.sec.unsigned_abs())
+        };
+        base + std::time::Duration::from_nanos(self.nsec as u64)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+}
+
+/// What `stat` shows, and what a `SetInode` record carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    /// Full `st_mode`: file type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub btime: Timespec,
+    pub rdev: u32,
+    pub flags: u32,
+    /// 512-byte blocks held; derived from the extent map, not persisted.
+    pub blocks: u64,
+}
+
+impl Attr {
+    pub fn kind(&self) -> Kind {
+        Kind::from_mode(self.mode).unwrap_or(Kind::File)
+    }
+}
+
+/// A directory: entries in creation order under stable readdir cookies.
+///
+/// Cookies 1 and 2 are "." and ".."; entries start at 3 and a cookie is never reused
+/// within a mount, so a readdir resumed at a cookie neither repeats nor skips entries
+/// that stayed in place (POSIX readdir under concurrent change).
+#[derive(Clone, Debug)]
+pub struct Dir {
+    pub parent: Ino,
+    entries: BTreeMap<u64, (Vec<u8>, Ino)>,
+    names: HashMap<Vec<u8>, u64>,
+    next_cookie: u64,
+}
+
+pub const FIRST_COOKIE: u64 = 3;
+
+impl Dir {
+    pub fn new(parent: Ino) -> Dir {
+        Dir {
+            parent,
+            entries: BTreeMap::new(),
+            names: HashMap::new(),
+            next_cookie: FIRST_COOKIE,
+        }
+    }
+    pub fn get(&self, name: &[u8]) -> Option<Ino> {
+        self.names.get(name).map(|c| self.entries[c].1)
+    }
+    pub fn insert(&mut self, name: &[u8], ino: Ino) {
+        let cookie = self.next_cookie;
+        self.next_cookie += 1;
+        if let Some(old) = self.names.insert(name.to_vec(), cookie) {
+            self.entries.remove(&old);
+        }
+        self.entries.insert(cookie, (name.to_vec(), ino));
+    }
+    pub fn remove(&mut self, name: &[u8]) -> Option<Ino> {
+        let c = self.names.remove(name)?;
+        self.entries.remove(&c).map(|(_, i)| i)
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Entries after `cookie`, in cookie order.
+    pub fn after(&self, cookie: u64) -> impl Iterator<Item = (u64, &[u8], Ino)> {
+        self.entries
+            .range(cookie.saturating_add(1).max(FIRST_COOKIE)..)
+            .map(|(c, (n, i))| (*c, n.as_slice(), *i))
+    }
+    pub fn check(&self) -> Result<(), String> {
+        if self.entries.len() != self.names.len() {
+            return Err("directory name index out of step with its entries".into());
+        }
+        for (n, c) in &self.names {
+            if self.entries.get(c).map(|e| &e.0) != Some(n) {
+                return Err(format!("directory index names {:?} at a wrong cookie", String::from_utf8_lossy(n)));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Body {
+    File(ExtentMap),
+    Dir(Dir),
+    Symlink(Vec<u8>),
+    Special,
+}
+
+#[derive(Clone, Debug)]
+pub struct Inode {
+    pub attr: Attr,
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub body: Body,
+}
+
+impl Inode {
+    pub fn new(attr: Attr) -> Inode {
+        let body = match attr.kind() {
+            Kind::File => Body::File(ExtentMap::default()),
+            Kind::Dir => Body::Dir(Dir::new(Ino(0))),
+            Kind::Symlink => Body::Symlink(Vec::new()),
+            _ => Body::Special,
+        };
+        Inode {
+            attr,
+            xattrs: BTreeMap::new(),
+            body,
+        }
+    }
+    pub fn dir(&self) -> Option<&Dir> {
+        match &self.body {
+            Body::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+    pub fn dir_mut(&mut self) -> Option<&mut Dir> {
+        match &mut self.body {
+            Body::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+    pub fn extents(&self) -> Option<&ExtentMap> {
+        match &self.body {
+            Body::File(m) => Some(m),
+            _ => None,
+        }
+    }
+    /// The attributes with derived fields filled in.
+    pub fn stat(&self) -> Attr {
+        let mut a = self.attr;
+        a.blocks = match &self.body {
+            Body::File(m) => m.mapped_pages() * (crate::types::PAGE_SIZE / 512),
+            Body::Symlink(t) if !t.is_empty() => 0,
+            _ => 0,
+        };
+        if let Body::Dir(d) = &self.body {
+            a.size = (d.len() as u64 + 2) * 32;
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespec_roundtrips_through_system_time_including_before_epoch() {
+        for t in [
+            Timespec { sec: 0, nsec: 0 },
+            Timespec { sec: 1_700_000_000, nsec: 123_456_789 },
+            Timespec { sec: -5, nsec: 999_999_999 },
+        ] {
+            assert_eq!(Timespec::from_system(t.to_system()), t);
+        }
+    }
+
+    #[test]
+    fn dir_cookies_are_stable_and_never_reused() {
+        let mut d = Dir::new(Ino(1));
+        d.insert(b"a", Ino(2));
+        d.insert(b"b", Ino(3));
+        let first: Vec<u64> = d.after(0).map(|e| e.0).collect();
+        assert_eq!(first, vec![3, 4]);
+        d.remove(b"a");
+        d.insert(b"c", Ino(4));
+        let resumed: Vec<&[u8]> = d.after(3).map(|e| e.1).collect();
+        assert_eq!(resumed, vec![b"b".as_slice(), b"c".as_slice()]);
+        d.check().unwrap();
+    }
+}

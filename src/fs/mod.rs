@@ -1,0 +1,120 @@
+//! The filesystem core: inodes, directories, extent maps, durability. No FUSE here:
+//! everything a FUSE request can do, a caller of `Fs` can do.
+//!
+//! Lock order: `Fs::core` is the only lock; a request holds it for its whole duration.
+
+mod core;
+pub mod error;
+pub mod extent;
+mod file;
+pub mod inode;
+pub mod journal;
+mod namespace;
+pub mod record;
+pub mod state;
+mod tx;
+mod xattr;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use self::core::{AtimeMode, Options, SetAttr, StatFs, Stats};
+use self::core::Core;
+pub use error::{Error, Result};
+pub use extent::Extent;
+pub use inode::{Attr, Kind, Timespec};
+pub use namespace::DirEntry;
+
+use crate::arena::Media;
+use crate::dax::PageState;
+use crate::types::{Ino, Pfn};
+
+/// Who is asking: the ids new inodes get.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ctx {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `renameat2` flags.
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+pub const RENAME_WHITEOUT: u32 = 4;
+
+/// `setxattr` flags.
+pub const XATTR_CREATE: i32 = 1;
+pub const XATTR_REPLACE: i32 = 2;
+
+/// `fallocate` modes FUSE forwards.
+pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+
+/// A mounted daxlink filesystem.
+pub struct Fs {
+    core: Mutex<Core>,
+}
+
+macro_rules! delegate {
+    ($( $(#[$m:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        $( $(#[$m])* pub fn $name(&self $(, $arg: $ty)*) -> $ret { self.lock().$name($($arg),*) } )*
+    };
+}
+
+impl Fs {
+    /// Formats `media` as an empty daxlink pool whose root belongs to `ctx`.
+    pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
+        Core::mkfs(media, ctx, uuid)
+    }
+
+    /// Opens a pool: verifies the superblock, loads the newest checkpoint, replays the
+    /// log, frees orphans and checkpoints (unless read-only).
+    pub fn open(media: Arc<dyn Media>, opts: Options) -> Result<Fs> {
+        Ok(Fs {
+            core: Mutex::new(Core::open(media, opts)?),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    delegate! {
+        fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr>;
+        fn getattr(&self, ino: Ino) -> Result<Attr>;
+        fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Attr>;
+        fn mknod(&self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr>;
+        fn mkdir(&self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32) -> Result<Attr>;
+        fn symlink(&self, ctx: Ctx, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr>;
+        fn readlink(&self, ino: Ino) -> Result<Vec<u8>>;
+        fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr>;
+        fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()>;
+        fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()>;
+        fn rename(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> Result<()>;
+        /// Entries after readdir cookie `offset` ("." is 1, ".." is 2), at most `max`.
+        fn readdir(&self, ino: Ino, offset: u64, max: usize) -> Result<Vec<DirEntry>>;
+        /// Counts an open handle: an unlinked inode lives until its last `release`.
+        fn open_inode(&self, ino: Ino) -> Result<()>;
+        fn release(&self, ino: Ino) -> Result<()>;
+        fn read(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>>;
+        /// Writes at `off` (at the end of file when `append`); returns the bytes written.
+        fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64>;
+        fn fallocate(&self, ino: Ino, mode: i32, off: u64, len: u64) -> Result<()>;
+        /// `SEEK_DATA` / `SEEK_HOLE`.
+        fn seek(&self, ino: Ino, off: u64, whence: i32) -> Result<u64>;
+        /// Makes every change before it durable (fsync, fdatasync and syncfs alike).
+        fn sync(&self) -> Result<()>;
+        fn statfs(&self) -> StatFs;
+        fn stats(&self) -> Stats;
+        fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()>;
+        fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>>;
+        /// Names, each followed by a NUL, as listxattr(2) returns them.
+        fn listxattr(&self, ino: Ino) -> Result<Vec<u8>>;
+        fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()>;
+        fn extents(&self, ino: Ino) -> Result<Vec<Extent>>;
+        fn page_state(&self, pfn: Pfn) -> Result<PageState>;
+        /// Checks every structure against every other (tests and fsck call it).
+        fn check(&self) -> std::result::Result<(), String>;
+        /// Checkpoints and flushes: the clean-unmount path.
+        fn unmount(&self) -> Result<()>;
+    }
+}

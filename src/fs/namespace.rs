@@ -1,0 +1,325 @@
+//! Names: lookup, create, link, unlink, rename, readdir.
+
+use super::core::Core;
+use super::error::{Error, Result};
+use super::inode::{Attr, Body, Kind, LINK_MAX, NAME_MAX, SYMLINK_MAX, Timespec};
+use super::record::Record;
+use super::tx::Tx;
+use super::{Ctx, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
+use crate::types::Ino;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Cookie to resume after this entry.
+    pub offset: u64,
+    pub ino: Ino,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::Invalid);
+    }
+    Ok(())
+}
+
+impl Core {
+    fn dir_of(&self, ino: Ino) -> Result<&super::inode::Dir> {
+        self.inode(ino)?.dir().ok_or(Error::NotDir)
+    }
+
+    fn child(&self, parent: Ino, name: &[u8]) -> Result<Ino> {
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
+        self.dir_of(parent)?.get(name).ok_or(Error::NotFound)
+    }
+
+    pub fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        let ino = match name {
+            b"." => parent,
+            b".." => self.dir_of(parent)?.parent,
+            _ => self.child(parent, name)?,
+        };
+        self.getattr(ino)
+    }
+
+    /// Creates an inode of any kind under `parent`.
+    fn create(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32, target: Option<&[u8]>) -> Result<Attr> {
+        self.writable()?;
+        check_name(name)?;
+        let kind = Kind::from_mode(mode).ok_or(Error::Invalid)?;
+        let pattr = self.inode(parent)?.attr;
+        if self.dir_of(parent)?.get(name).is_some() {
+            return Err(Error::Exists);
+        }
+        if kind == Kind::Dir && pattr.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        let now = Timespec::now();
+        let setgid_dir = pattr.mode & libc::S_ISGID != 0;
+        let mut mode = mode;
+        if setgid_dir && kind == Kind::Dir {
+            mode |= libc::S_ISGID;
+        }
+        let attr = Attr {
+            ino: Ino(self.st.next_ino),
+            mode,
+            uid: ctx.uid,
+            gid: if setgid_dir { pattr.gid } else { ctx.gid },
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            size: target.map_or(0, |t| t.len() as u64),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
+            rdev,
+            flags: 0,
+            blocks: 0,
+        };
+        let mut tx = Tx::new();
+        tx.create(attr);
+        if let Some(t) = target {
+            tx.push(Record::SetSymlink { ino: attr.ino, target: t.to_vec() });
+        }
+        tx.push(Record::Link { dir: parent, name: name.to_vec(), ino: attr.ino });
+        let p = tx.attr(&self.st, parent)?;
+        p.mtime = now;
+        p.ctime = now;
+        if kind == Kind::Dir {
+            p.nlink += 1;
+        }
+        self.commit_tx(tx)?;
+        self.getattr(attr.ino)
+    }
+
+    pub fn mknod(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr> {
+        match Kind::from_mode(mode) {
+            Some(Kind::Dir | Kind::Symlink) | None => Err(Error::Invalid),
+            Some(_) => self.create(ctx, parent, name, mode, rdev, None),
+        }
+    }
+
+    pub fn mkdir(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32) -> Result<Attr> {
+        self.create(ctx, parent, name, libc::S_IFDIR | (mode & 0o7777), 0, None)
+    }
+
+    pub fn symlink(&mut self, ctx: Ctx, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr> {
+        if target.len() > SYMLINK_MAX {
+            return Err(Error::NameTooLong);
+        }
+        if target.is_empty() || target.contains(&0) {
+            return Err(Error::Invalid);
+        }
+        self.create(ctx, parent, name, libc::S_IFLNK | 0o777, 0, Some(target))
+    }
+
+    pub fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
+        match &self.inode(ino)?.body {
+            Body::Symlink(t) => Ok(t.clone()),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    pub fn link(&mut self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
+        self.writable()?;
+        check_name(name)?;
+        let a = self.inode(ino)?.attr;
+        if a.kind() == Kind::Dir {
+            return Err(Error::Perm);
+        }
+        if a.nlink == 0 {
+            return Err(Error::NotFound);
+        }
+        if a.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        if self.dir_of(parent)?.get(name).is_some() {
+            return Err(Error::Exists);
+        }
+        let now = Timespec::now();
+        let mut tx = Tx::new();
+        tx.push(Record::Link { dir: parent, name: name.to_vec(), ino });
+        let t = tx.attr(&self.st, ino)?;
+        t.nlink += 1;
+        t.ctime = now;
+        let p = tx.attr(&self.st, parent)?;
+        p.mtime = now;
+        p.ctime = now;
+        self.commit_tx(tx)?;
+        self.getattr(ino)
+    }
+
+    /// Drops one name of `ino` in `tx`; frees the inode when it was the last name of a
+    /// file nobody has open, or a directory.
+    fn drop_name(&mut self, tx: &mut Tx, ino: Ino, now: Timespec) -> Result<()> {
+        let open = self.is_open(ino);
+        let a = tx.attr(&self.st, ino)?;
+        if a.kind() == Kind::Dir {
+            a.nlink = 0;
+            tx.free(ino);
+            return Ok(());
+        }
+        a.nlink = a.nlink.saturating_sub(1);
+        a.ctime = now;
+        if a.nlink == 0 && !open {
+            tx.free(ino);
+        }
+        Ok(())
+    }
+
+    fn touch_dir(&self, tx: &mut Tx, dir: Ino, now: Timespec, nlink_delta: i32) -> Result<()> {
+        let p = tx.attr(&self.st, dir)?;
+        p.mtime = now;
+        p.ctime = now;
+        p.nlink = p.nlink.saturating_add_signed(nlink_delta);
+        Ok(())
+    }
+
+    pub fn unlink(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        let ino = self.child(parent, name)?;
+        if self.inode(ino)?.attr.kind() == Kind::Dir {
+            return Err(Error::IsDir);
+        }
+        let now = Timespec::now();
+        let mut tx = Tx::new();
+        tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
+        self.drop_name(&mut tx, ino, now)?;
+        self.touch_dir(&mut tx, parent, now, 0)?;
+        self.commit_tx(tx)
+    }
+
+    pub fn rmdir(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        if name == b"." {
+            return Err(Error::Invalid);
+        }
+        if name == b".." {
+            return Err(Error::NotEmpty);
+        }
+        let ino = self.child(parent, name)?;
+        if !self.dir_of(ino)?.is_empty() {
+            return Err(Error::NotEmpty);
+        }
+        let now = Timespec::now();
+        let mut tx = Tx::new();
+        tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
+        self.drop_name(&mut tx, ino, now)?;
+        self.touch_dir(&mut tx, parent, now, -1)?;
+        self.commit_tx(tx)
+    }
+
+    /// Whether `dir` is `ancestor` or lies below it.
+    fn is_within(&self, mut dir: Ino, ancestor: Ino) -> bool {
+        loop {
+            if dir == ancestor {
+                return true;
+            }
+            match self.st.inodes.get(&dir).and_then(|i| i.dir()) {
+                Some(d) if dir != Ino::ROOT => dir = d.parent,
+                _ => return false,
+            }
+        }
+    }
+
+    /// renameat2(2), with RENAME_NOREPLACE and RENAME_EXCHANGE.
+    pub fn rename(&mut self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> Result<()> {
+        self.writable()?;
+        if flags & RENAME_WHITEOUT != 0 {
+            return Err(Error::NotSupported);
+        }
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0
+        {
+            return Err(Error::Invalid);
+        }
+        check_name(new_name)?;
+        let src = self.child(parent, name)?;
+        let dst = self.dir_of(new_parent)?.get(new_name);
+        let src_dir = self.inode(src)?.attr.kind() == Kind::Dir;
+        let now = Timespec::now();
+        let mut tx = Tx::new();
+        if flags & RENAME_EXCHANGE != 0 {
+            let dst = dst.ok_or(Error::NotFound)?;
+            if src == dst {
+                return Ok(());
+            }
+            let dst_dir = self.inode(dst)?.attr.kind() == Kind::Dir;
+            if (src_dir && self.is_within(new_parent, src)) || (dst_dir && self.is_within(parent, dst)) {
+                return Err(Error::Invalid);
+            }
+            tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
+            tx.push(Record::Unlink { dir: new_parent, name: new_name.to_vec() });
+            tx.push(Record::Link { dir: parent, name: name.to_vec(), ino: dst });
+            tx.push(Record::Link { dir: new_parent, name: new_name.to_vec(), ino: src });
+            let delta = src_dir as i32 - dst_dir as i32;
+            self.touch_dir(&mut tx, parent, now, if parent == new_parent { 0 } else { -delta })?;
+            self.touch_dir(&mut tx, new_parent, now, if parent == new_parent { 0 } else { delta })?;
+            tx.attr(&self.st, src)?.ctime = now;
+            tx.attr(&self.st, dst)?.ctime = now;
+            return self.commit_tx(tx);
+        }
+        if src_dir && self.is_within(new_parent, src) {
+            return Err(Error::Invalid);
+        }
+        let mut new_parent_delta = 0;
+        if let Some(dst) = dst {
+            if flags & RENAME_NOREPLACE != 0 {
+                return Err(Error::Exists);
+            }
+            if dst == src {
+                // Two names of one inode: rename(2) does nothing.
+                return Ok(());
+            }
+            let dst_attr = self.inode(dst)?.attr;
+            match (src_dir, dst_attr.kind() == Kind::Dir) {
+                (true, false) => return Err(Error::NotDir),
+                (false, true) => return Err(Error::IsDir),
+                (true, true) if !self.dir_of(dst)?.is_empty() => return Err(Error::NotEmpty),
+                (true, true) => new_parent_delta -= 1,
+                _ => {}
+            }
+            tx.push(Record::Unlink { dir: new_parent, name: new_name.to_vec() });
+            self.drop_name(&mut tx, dst, now)?;
+        }
+        tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
+        tx.push(Record::Link { dir: new_parent, name: new_name.to_vec(), ino: src });
+        if src_dir {
+            new_parent_delta += 1;
+        }
+        if parent == new_parent {
+            self.touch_dir(&mut tx, parent, now, new_parent_delta - src_dir as i32)?;
+        } else {
+            self.touch_dir(&mut tx, parent, now, -(src_dir as i32))?;
+            self.touch_dir(&mut tx, new_parent, now, new_parent_delta)?;
+        }
+        tx.attr(&self.st, src)?.ctime = now;
+        self.commit_tx(tx)
+    }
+
+    pub fn readdir(&mut self, ino: Ino, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        let d = self.dir_of(ino)?;
+        let mut out = Vec::new();
+        let dots = [(1, ino, b".".as_slice()), (2, d.parent, b"..".as_slice())];
+        for (cookie, i, name) in dots {
+            if offset < cookie {
+                out.push(DirEntry { offset: cookie, ino: i, kind: Kind::Dir, name: name.to_vec() });
+            }
+        }
+        for (cookie, name, child) in d.after(offset) {
+            if out.len() >= max {
+                break;
+            }
+            let kind = self.st.inodes.get(&child).map_or(Kind::File, |i| i.attr.kind());
+            out.push(DirEntry { offset: cookie, ino: child, kind, name: name.to_vec() });
+        }
+        out.truncate(max);
+        self.note_access(ino);
+        Ok(out)
+    }
+}

@@ -1,0 +1,345 @@
+//! The in-memory filesystem state and the one function that changes it: `apply`.
+//!
+//! Live operations, log replay and checkpoint loading all go through `apply`, so the
+//! state a crash recovers is built by the very code that built it before the crash.
+//! Everything not in a record — the page table, free space, page refcounts (the page
+//! table's `share`) — is derived here from the extent maps.
+
+use std::collections::HashMap;
+
+use super::extent::Extent;
+use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE};
+use super::record::Record;
+use crate::arena::codec::Enc;
+use crate::arena::{Allocator, Geometry};
+use crate::dax::{PageState, PageTable};
+use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
+
+/// Blocks a file may map (8 TiB / 4 KiB).
+pub const MAX_FILE_BLOCKS: u64 = MAX_FILE_SIZE / PAGE_SIZE;
+
+/// Whether freed pages wait for a log commit (live) or are free at once (replay: every
+/// replayed record is already durable; free space is derived after replay anyway).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Replay,
+}
+
+pub struct State {
+    pub geo: Geometry,
+    pub inodes: HashMap<Ino, Inode>,
+    pub pages: PageTable,
+    pub alloc: Allocator,
+    pub next_ino: u64,
+}
+
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+impl State {
+    pub fn new(geo: Geometry) -> State {
+        let end = Pfn(geo.pages_total);
+        State {
+            pages: PageTable::new(geo.data_start, geo.data_pages()),
+            alloc: Allocator::new(geo.data_start, end),
+            inodes: HashMap::new(),
+            next_ino: Ino::ROOT.0 + 1,
+            geo,
+        }
+    }
+
+    fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode, String> {
+        self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))
+    }
+
+    fn dir_mut(&mut self, ino: Ino) -> Result<&mut Dir, String> {
+        self.inode_mut(ino)?.dir_mut().ok_or_else(|| format!("inode {ino} is not a directory"))
+    }
+
+    /// Applies one record. An error means the record does not fit the state: a bug when
+    /// live, a damaged pool when recovering. Nothing is changed when it fails.
+    pub fn apply(&mut self, rec: &Record, mode: Mode) -> Result<(), String> {
+        match rec {
+            Record::SetInode(a) => {
+                let kind = Kind::from_mode(a.mode).ok_or_else(|| format!("inode {} has invalid mode {:o}", a.ino, a.mode))?;
+                if a.ino.0 == 0 || a.ino.0 == u64::MAX {
+                    return Err(format!("invalid inode number {}", a.ino));
+                }
+                if kind == Kind::File && a.size > MAX_FILE_SIZE {
+                    return Err(format!("inode {} size {} exceeds the limit", a.ino, a.size));
+                }
+                match self.inodes.get_mut(&a.ino) {
+                    Some(i) if i.attr.kind() != kind => {
+                        return Err(format!("inode {} changes kind", a.ino));
+                    }
+                    Some(i) => i.attr = *a,
+                    None => {
+                        let mut i = Inode::new(*a);
+                        if let (Some(d), true) = (i.dir_mut(), a.ino == Ino::ROOT) {
+                            d.parent = Ino::ROOT;
+                        }
+                        self.inodes.insert(a.ino, i);
+                        self.next_ino = self.next_ino.max(a.ino.0 + 1);
+                    }
+                }
+            }
+            Record::SetSymlink { ino, target } => match &mut self.inode_mut(*ino)?.body {
+                Body::Symlink(t) => *t = target.clone(),
+                _ => return Err(format!("inode {ino} is not a symlink")),
+            },
+            Record::FreeInode { ino } => {
+                if *ino == Ino::ROOT {
+                    return Err("the root cannot be freed".into());
+                }
+                let inode = self.inodes.get(ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
+                if inode.dir().is_some_and(|d| !d.is_empty()) {
+                    return Err(format!("directory {ino} freed while not empty"));
+                }
+                if inode.extents().is_some() {
+                    self.unmap(*ino, FileBlock(0), MAX_FILE_BLOCKS, mode)?;
+                }
+                self.inodes.remove(ino);
+            }
+            Record::Link { dir, name, ino } => {
+                if !valid_name(name) {
+                    return Err(format!("invalid name {:?}", String::from_utf8_lossy(name)));
+                }
+                let child_is_dir = self
+                    .inodes
+                    .get(ino)
+                    .ok_or_else(|| format!("link to missing inode {ino}"))?
+                    .dir()
+                    .is_some();
+                let d = self.dir_mut(*dir)?;
+                if d.get(name).is_some() {
+                    return Err(format!("name {:?} exists in {dir}", String::from_utf8_lossy(name)));
+                }
+                d.insert(name, *ino);
+                if child_is_dir && let Some(cd) = self.inode_mut(*ino)?.dir_mut() {
+                    cd.parent = *dir;
+                }
+            }
+            Record::Unlink { dir, name } => {
+                self.dir_mut(*dir)?
+                    .remove(name)
+                    .ok_or_else(|| format!("unlink of missing name {:?} in {dir}", String::from_utf8_lossy(name)))?;
+            }
+            Record::Map { ino, fblock, pfn, len, shared } => self.map(*ino, *fblock, *pfn, *len, *shared)?,
+            Record::Unmap { ino, fblock, len } => self.unmap(*ino, *fblock, *len, mode)?,
+            Record::SetXattr { ino, name, value } => {
+                self.inode_mut(*ino)?.xattrs.insert(name.clone(), value.clone());
+            }
+            Record::RemoveXattr { ino, name } => {
+                self.inode_mut(*ino)?
+                    .xattrs
+                    .remove(name)
+                    .ok_or_else(|| format!("remove of missing xattr on {ino}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn map(&mut self, ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool) -> Result<(), String> {
+        if len == 0 || fblock.0.checked_add(len).is_none_or(|e| e > MAX_FILE_BLOCKS) {
+            return Err(format!("map of blocks [{fblock}, +{len}) out of range"));
+        }
+        if !self.geo.is_data_range(pfn, len) {
+            return Err(format!("map of pages [{pfn}, +{len}) outside the data region"));
+        }
+        if !shared && (0..len).any(|i| !self.pages.is_free(pfn.add(i))) {
+            return Err(format!("map of pages [{pfn}, +{len}) that are in use"));
+        }
+        let pages = &mut self.pages;
+        let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
+        let Body::File(m) = &mut inode.body else {
+            return Err(format!("map into inode {ino}, which is not a regular file"));
+        };
+        if !m.range(fblock, len).is_empty() {
+            return Err(format!("map over mapped blocks of inode {ino}"));
+        }
+        m.insert(Extent { fblock, pfn, len });
+        for i in 0..len {
+            pages.associate(pfn.add(i), ino, fblock.add(i), shared);
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, ino: Ino, fblock: FileBlock, len: u64, mode: Mode) -> Result<(), String> {
+        let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
+        let Body::File(m) = &mut inode.body else {
+            return Err(format!("unmap from inode {ino}, which is not a regular file"));
+        };
+        for e in m.remove(fblock, len) {
+            let mut run: Option<(Pfn, u64)> = None;
+            for i in 0..e.len {
+                let p = e.pfn.add(i);
+                self.pages.disassociate(p, ino);
+                if !self.pages.is_free(p) {
+                    continue;
+                }
+                run = match run {
+                    Some((s, n)) if s.0 + n == p.0 => Some((s, n + 1)),
+                    other => {
+                        if let (Some((s, n)), Mode::Live) = (other, mode) {
+                            self.alloc.free_later(s, n);
+                        }
+                        Some((p, 1))
+                    }
+                };
+            }
+            if let (Some((s, n)), Mode::Live) = (run, mode) {
+                self.alloc.free_later(s, n);
+            }
+        }
+        Ok(())
+    }
+
+    /// After replay: derive free space from the page table.
+    pub fn derive_free_space(&mut self) {
+        let mut alloc = Allocator::new(self.geo.data_start, Pfn(self.geo.pages_total));
+        let mut p = self.geo.data_start.0;
+        while p < self.geo.pages_total {
+            if self.pages.is_free(Pfn(p)) {
+                p += 1;
+                continue;
+            }
+            let s = p;
+            while p < self.geo.pages_total && !self.pages.is_free(Pfn(p)) {
+                p += 1;
+            }
+            alloc.take(Pfn(s), p - s);
+        }
+        self.alloc = alloc;
+    }
+
+    /// The checkpoint: the record stream that rebuilds this state from nothing. Inodes
+    /// first (so links find them), in inode order for a deterministic image.
+    pub fn encode_checkpoint(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        let mut inos: Vec<&Ino> = self.inodes.keys().collect();
+        inos.sort();
+        for ino in &inos {
+            let i = &self.inodes[ino];
+            Record::SetInode(i.attr).encode(&mut e);
+            if let Body::Symlink(t) = &i.body {
+                Record::SetSymlink { ino: **ino, target: t.clone() }.encode(&mut e);
+            }
+            for (name, value) in &i.xattrs {
+                Record::SetXattr { ino: **ino, name: name.clone(), value: value.clone() }.encode(&mut e);
+            }
+            if let Body::File(m) = &i.body {
+                for x in m.iter() {
+                    // `shared`: a page another file already maps is a clone, not a fault.
+                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, len: x.len, shared: true }.encode(&mut e);
+                }
+            }
+        }
+        for ino in &inos {
+            if let Body::Dir(d) = &self.inodes[ino].body {
+                for (_, name, child) in d.after(0) {
+                    Record::Link { dir: **ino, name: name.to_vec(), ino: child }.encode(&mut e);
+                }
+            }
+        }
+        e.buf
+    }
+
+    /// Verifies every invariant that ties the structures together; returns the first
+    /// violation found.
+    pub fn check(&self) -> Result<(), String> {
+        let root = self.inodes.get(&Ino::ROOT).ok_or("the root inode is missing")?;
+        if root.dir().is_none() {
+            return Err("the root inode is not a directory".into());
+        }
+        // Every page's references, from the extent maps.
+        let mut refs: HashMap<Pfn, Vec<(Ino, FileBlock)>> = HashMap::new();
+        let mut links: HashMap<Ino, u32> = HashMap::new();
+        let mut subdirs: HashMap<Ino, u32> = HashMap::new();
+        for (ino, i) in &self.inodes {
+            if i.attr.ino != *ino {
+                return Err(format!("inode {ino} records number {}", i.attr.ino));
+            }
+            match &i.body {
+                Body::File(m) => {
+                    m.check().map_err(|e| format!("inode {ino}: {e}"))?;
+                    for x in m.iter() {
+                        if !self.geo.is_data_range(x.pfn, x.len) {
+                            return Err(format!("inode {ino} maps pages outside the data region"));
+                        }
+                        for k in 0..x.len {
+                            refs.entry(x.pfn.add(k)).or_default().push((*ino, x.fblock.add(k)));
+                        }
+                    }
+                }
+                Body::Dir(d) => {
+                    d.check().map_err(|e| format!("directory {ino}: {e}"))?;
+                    for (_, name, child) in d.after(0) {
+                        let c = self
+                            .inodes
+                            .get(&child)
+                            .ok_or_else(|| format!("directory {ino} entry {:?} names missing inode {child}", String::from_utf8_lossy(name)))?;
+                        *links.entry(child).or_default() += 1;
+                        if let Some(cd) = c.dir() {
+                            *subdirs.entry(*ino).or_default() += 1;
+                            if cd.parent != *ino {
+                                return Err(format!("directory {child} is in {ino} but its parent is {}", cd.parent));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (ino, i) in &self.inodes {
+            let l = links.get(ino).copied().unwrap_or(0);
+            if let Some(d) = i.dir() {
+                let want = 2 + subdirs.get(ino).copied().unwrap_or(0);
+                if i.attr.nlink != want {
+                    return Err(format!("directory {ino} has nlink {}, expected {want}", i.attr.nlink));
+                }
+                if *ino != Ino::ROOT && l != 1 {
+                    return Err(format!("directory {ino} is linked {l} times"));
+                }
+                if *ino != Ino::ROOT && !self.inodes.contains_key(&d.parent) {
+                    return Err(format!("directory {ino} has a missing parent"));
+                }
+            } else if i.attr.nlink != l {
+                return Err(format!("inode {ino} has nlink {}, but {l} names", i.attr.nlink));
+            }
+        }
+        // The page table must say what the extent maps say.
+        let mut used = 0;
+        for p in self.geo.data_start.0..self.geo.pages_total {
+            let pfn = Pfn(p);
+            let r = refs.get(&pfn).map(|v| v.as_slice()).unwrap_or(&[]);
+            let ok = match (self.pages.state(pfn), r) {
+                (PageState::Free, []) => true,
+                (PageState::Owned { mapping, index }, [(i, b)]) => mapping == *i && index == *b,
+                (PageState::Shared { share }, r) => share == r.len() as u64,
+                _ => false,
+            };
+            if !ok {
+                return Err(format!("page {pfn}: page table says {:?}, extent maps say {r:?}", self.pages.state(pfn)));
+            }
+            if !r.is_empty() {
+                used += 1;
+                if self.alloc.is_free(pfn, 1) {
+                    return Err(format!("page {pfn} is mapped but free in the allocator"));
+                }
+            }
+        }
+        self.alloc.check()?;
+        let accounted = used + self.alloc.free_pages() + self.alloc.busy_pages();
+        if accounted != self.geo.data_pages() {
+            return Err(format!(
+                "space: {used} used + {} free + {} busy != {} data pages",
+                self.alloc.free_pages(),
+                self.alloc.busy_pages(),
+                self.geo.data_pages()
+            ));
+        }
+        Ok(())
+    }
+}

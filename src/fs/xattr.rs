@@ -1,0 +1,84 @@
+//! Extended attributes, with Linux's namespaces, limits and errors (xattr(7)).
+
+use super::core::Core;
+use super::error::{Error, Result};
+use super::inode::{Kind, Timespec};
+use super::record::{Record, XATTR_NAME_MAX, XATTR_VALUE_MAX};
+use super::tx::Tx;
+use super::{XATTR_CREATE, XATTR_REPLACE};
+use crate::types::Ino;
+
+/// Total bytes of names and values one inode may carry.
+pub const XATTR_INODE_MAX: usize = 1 << 20;
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX {
+        return Err(Error::Range);
+    }
+    let known = [b"user.".as_slice(), b"trusted.", b"security."];
+    match known.iter().find(|p| name.starts_with(p)) {
+        Some(p) if name.len() > p.len() => Ok(()),
+        Some(_) => Err(Error::Invalid),
+        // system.* (POSIX ACLs) and unknown namespaces are not supported.
+        None => Err(Error::NotSupported),
+    }
+}
+
+impl Core {
+    pub fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        self.writable()?;
+        check_name(name)?;
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(Error::TooBig);
+        }
+        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
+            return Err(Error::Invalid);
+        }
+        let inode = self.inode(ino)?;
+        // user.* only on regular files and directories (xattr(7)).
+        if name.starts_with(b"user.") && !matches!(inode.attr.kind(), Kind::File | Kind::Dir) {
+            return Err(Error::Perm);
+        }
+        let old = inode.xattrs.get(name);
+        match (old.is_some(), flags) {
+            (true, XATTR_CREATE) => return Err(Error::Exists),
+            (false, XATTR_REPLACE) => return Err(Error::NoData),
+            _ => {}
+        }
+        let used: usize = inode.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let freed = old.map_or(0, |v| name.len() + v.len());
+        if used - freed + name.len() + value.len() > XATTR_INODE_MAX {
+            return Err(Error::NoSpace);
+        }
+        let mut tx = Tx::new();
+        tx.push(Record::SetXattr { ino, name: name.to_vec(), value: value.to_vec() });
+        tx.attr(&self.st, ino)?.ctime = Timespec::now();
+        self.commit_tx(tx)
+    }
+
+    pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        check_name(name)?;
+        self.inode(ino)?.xattrs.get(name).cloned().ok_or(Error::NoData)
+    }
+
+    pub fn listxattr(&mut self, ino: Ino) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for n in self.inode(ino)?.xattrs.keys() {
+            out.extend_from_slice(n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&mut self, ino: Ino, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        check_name(name)?;
+        if !self.inode(ino)?.xattrs.contains_key(name) {
+            return Err(Error::NoData);
+        }
+        let mut tx = Tx::new();
+        tx.push(Record::RemoveXattr { ino, name: name.to_vec() });
+        tx.attr(&self.st, ino)?.ctime = Timespec::now();
+        self.commit_tx(tx)
+    }
+}
