@@ -6,6 +6,7 @@
 //! ```
 
 pub mod arena;
+pub mod cli;
 pub mod dax;
 pub mod fs;
 pub mod fuse;

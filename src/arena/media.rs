@@ -36,8 +36,15 @@ pub struct MmapMedia {
 }
 
 impl MmapMedia {
-    pub fn new(file: &File, len: u64) -> io::Result<Self> {
-        let map = MmapOptions::new().len(len as usize).map_raw(file)?;
+    /// Maps `len` bytes of `file`, writable or read-only (a read-only pool is never
+    /// written: the core refuses every change first).
+    pub fn new(file: &File, len: u64, writable: bool) -> io::Result<Self> {
+        let opts = {
+            let mut o = MmapOptions::new();
+            o.len(len as usize);
+            o
+        };
+        let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
         Ok(MmapMedia { map, len })
     }
 }

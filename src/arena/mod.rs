@@ -4,7 +4,9 @@ pub mod alloc;
 pub mod codec;
 pub mod layout;
 pub mod media;
+pub mod pool;
 
 pub use alloc::Allocator;
 pub use layout::{Geometry, LayoutError};
 pub use media::{Media, MemMedia, MmapMedia};
+pub use pool::{Access, Pool};

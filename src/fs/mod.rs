@@ -17,7 +17,7 @@ mod xattr;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use self::core::{AtimeMode, Options, SetAttr, StatFs, Stats};
+pub use self::core::{AtimeMode, Options, SetAttr, SetTime, StatFs, Stats};
 use self::core::Core;
 pub use error::{Error, Result};
 pub use extent::Extent;

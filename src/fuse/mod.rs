@@ -1,1 +1,8 @@
-pub mod adapter;
+//! The FUSE adapter: translates kernel requests into `fs::Fs` calls.
+
+mod adapter;
+pub mod ioctl;
+mod mount;
+
+pub use adapter::DaxFuse;
+pub use mount::{MountConfig, mount};

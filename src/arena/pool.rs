@@ -1,0 +1,133 @@
+//! A pool on a file or device: creation, exclusive opening, mapping.
+//!
+//! A daemon holds an exclusive `flock` on its pool for as long as it runs, so a second
+//! mount, a mkfs or an fsck cannot touch a pool in use, and a remount right after
+//! `umount` waits until the old daemon has written its last checkpoint.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::Geometry;
+use super::media::MmapMedia;
+use crate::types::PAGE_SIZE;
+
+pub struct Pool {
+    /// Absolute path.
+    pub path: PathBuf,
+    pub media: Arc<MmapMedia>,
+    /// Holds the lock for the life of the pool.
+    _file: File,
+}
+
+/// How to lock a pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Exclusive and writable: a mount, mkfs, fsck --repair.
+    Write,
+    /// Shared and read-only: fsck, inspection; excluded by any writer.
+    Read,
+}
+
+fn lock(file: &File, access: Access, wait: Duration) -> Result<(), String> {
+    let op = match access {
+        Access::Write => libc::LOCK_EX,
+        Access::Read => libc::LOCK_SH,
+    } | libc::LOCK_NB;
+    let start = Instant::now();
+    loop {
+        // SAFETY: flock on an open descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(format!("cannot lock: {err}"));
+        }
+        if start.elapsed() >= wait {
+            return Err("pool is in use (mounted, or another daxlink holds it)".into());
+        }
+        // The holder is a daemon finishing its unmount; poll until it lets go.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn media_len(file: &mut File) -> Result<u64, String> {
+    file.seek(SeekFrom::End(0)).map_err(|e| format!("cannot size: {e}"))
+}
+
+/// Whether `path` already holds a daxlink superblock.
+fn has_superblock(file: &mut File) -> bool {
+    let mut sb = vec![0u8; PAGE_SIZE as usize];
+    let Ok(len) = media_len(file) else { return false };
+    file.seek(SeekFrom::Start(0)).is_ok()
+        && file.read_exact(&mut sb).is_ok()
+        && Geometry::decode(&sb, len).is_ok()
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+impl Pool {
+    /// Creates (or, with `force`, reformats) a pool. A regular file is created sparse
+    /// and sized to `size`; a device keeps its own size.
+    pub fn create(path: &Path, size: u64, force: bool) -> Result<Pool, String> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| format!("cannot open: {e}"))?;
+        lock(&file, Access::Write, Duration::ZERO)?;
+        if has_superblock(&mut file) && !force {
+            return Err("already holds a daxlink pool (use --force to overwrite it)".into());
+        }
+        let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+        let len = if meta.file_type().is_block_device() {
+            media_len(&mut file)?
+        } else {
+            let size = size / PAGE_SIZE * PAGE_SIZE;
+            file.set_len(0).map_err(|e| format!("cannot truncate: {e}"))?;
+            file.set_len(size).map_err(|e| format!("cannot size to {size} bytes: {e}"))?;
+            size
+        };
+        Geometry::for_size(len, [0; 16]).map_err(|e| e.0)?;
+        let media = MmapMedia::new(&file, len, true).map_err(|e| format!("cannot map: {e}"))?;
+        Ok(Pool { path: absolute(path), media: Arc::new(media), _file: file })
+    }
+
+    /// Opens an existing pool, waiting up to `wait` for a previous holder to let go.
+    pub fn open(path: &Path, access: Access, wait: Duration) -> Result<Pool, String> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(access == Access::Write)
+            .open(path)
+            .map_err(|e| format!("cannot open: {e}"))?;
+        lock(&file, access, wait)?;
+        let len = media_len(&mut file)?;
+        if len < PAGE_SIZE {
+            return Err(format!("pool is truncated: {len} bytes, smaller than a superblock"));
+        }
+        let media = MmapMedia::new(&file, len, access == Access::Write).map_err(|e| format!("cannot map: {e}"))?;
+        Ok(Pool { path: absolute(path), media: Arc::new(media), _file: file })
+    }
+}
+
+/// 16 random bytes for a pool's uuid.
+pub fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut u)).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        u = t.to_le_bytes();
+    }
+    u
+}

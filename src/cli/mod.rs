@@ -1,0 +1,145 @@
+//! The `daxlink` command line.
+
+mod daemon;
+mod inspect;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::arena::Pool;
+use crate::arena::pool::random_uuid;
+use crate::fs::{Ctx, Fs};
+
+#[derive(Parser)]
+#[command(name = "daxlink", version, about = "A reflink filesystem on a pmem-backed arena")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make a pool on a file (created sparse) or a device.
+    Mkfs {
+        /// Pool size for a regular file, e.g. 512M, 4G (a device keeps its size).
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        size: u64,
+        /// Overwrite an existing daxlink pool.
+        #[arg(long)]
+        force: bool,
+        pool: PathBuf,
+    },
+    /// Mount a pool (also what `mount -t fuse.daxlink POOL MNT` runs, as `daxlink POOL MNT -o OPTS`).
+    Mount {
+        pool: PathBuf,
+        mountpoint: PathBuf,
+        /// Stay in the foreground.
+        #[arg(short)]
+        foreground: bool,
+        /// Comma-separated mount options.
+        #[arg(short, value_name = "OPTS")]
+        o: Vec<String>,
+    },
+    /// Show page usage of a mounted filesystem.
+    Stat {
+        mountpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a pool that is not mounted; exit 0 clean, 4 errors found, 8 operational error.
+    Fsck { pool: PathBuf },
+}
+
+/// Parses `4096`, `512K`, `64M`, `2G`, `1T`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix '{c}' (use K, M, G or T)")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// Prints a one-line error and gives the exit code.
+fn fail(what: &std::path::Path, why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("daxlink: {}: {why}", what.display());
+    ExitCode::FAILURE
+}
+
+const VERBS: &[&str] = &["mkfs", "mount", "stat", "fsck", "help", "-h", "--help", "-V", "--version"];
+
+/// mount.fuse3 runs `daxlink POOL MNT -o OPTS`: without a verb, it is a mount.
+fn with_verb(mut args: Vec<OsString>) -> Vec<OsString> {
+    if let Some(first) = args.get(1)
+        && !VERBS.contains(&first.to_string_lossy().as_ref())
+    {
+        args.insert(1, "mount".into());
+    }
+    args
+}
+
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse_from(with_verb(std::env::args_os().collect())) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.cmd {
+        Cmd::Mkfs { size, force, pool } => mkfs(&pool, size, force),
+        Cmd::Mount { pool, mountpoint, foreground, o } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
+        Cmd::Stat { mountpoint, json } => inspect::stat(&mountpoint, json),
+        Cmd::Fsck { pool } => inspect::fsck(&pool),
+    }
+}
+
+fn mkfs(path: &std::path::Path, size: u64, force: bool) -> ExitCode {
+    let pool = match Pool::create(path, size, force) {
+        Ok(p) => p,
+        Err(e) => return fail(path, e),
+    };
+    // SAFETY: getuid/getgid cannot fail.
+    let ctx = unsafe { Ctx { uid: libc::getuid(), gid: libc::getgid() } };
+    if let Err(e) = Fs::mkfs(&*pool.media, ctx, random_uuid()) {
+        return fail(path, e);
+    }
+    println!("daxlink: made a {} MiB pool at {}", crate::arena::Media::len(&*pool.media) >> 20, pool.path.display());
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes_and_refuse_garbage() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn a_verbless_command_line_is_a_mount() {
+        let a = with_verb(vec!["daxlink".into(), "p.pool".into(), "/m".into()]);
+        assert_eq!(a[1], "mount");
+        let b = with_verb(vec!["daxlink".into(), "stat".into(), "/m".into()]);
+        assert_eq!(b[1], "stat");
+    }
+}

@@ -1,0 +1,167 @@
+//! Mount options and the FUSE session.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use super::adapter::DaxFuse;
+use crate::fs::{AtimeMode, Fs, Options};
+
+/// What `-o` asked for.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    /// Absolute path of the pool: the mount's source in /proc/mounts.
+    pub pool: PathBuf,
+    pub mountpoint: PathBuf,
+    pub fs: Options,
+    pub allow_other: bool,
+    /// Mount as type `fuse.daxlink`; `nosubtype` gives plain `fuse` (xfstests'
+    /// `FSTYP=fuse` wants that).
+    pub subtype: bool,
+    pub threads: usize,
+    kernel: Vec<MountOption>,
+}
+
+/// Options that only mean something to mount(8) or fstab; accepted and ignored.
+const FSTAB_ONLY: &[&str] = &["defaults", "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "_netdev"];
+
+impl MountConfig {
+    pub fn new(pool: PathBuf, mountpoint: PathBuf) -> MountConfig {
+        MountConfig {
+            pool,
+            mountpoint,
+            fs: Options::default(),
+            allow_other: false,
+            subtype: true,
+            threads: 4,
+            kernel: Vec::new(),
+        }
+    }
+
+    /// Applies a comma-separated `-o` list; the error names the offending option.
+    pub fn parse_options(&mut self, list: &str) -> Result<(), String> {
+        for opt in list.split(',').filter(|o| !o.is_empty()) {
+            let flag = match opt {
+                "ro" => {
+                    self.fs.read_only = true;
+                    Some(MountOption::RO)
+                }
+                "rw" => {
+                    self.fs.read_only = false;
+                    Some(MountOption::RW)
+                }
+                "dev" => Some(MountOption::Dev),
+                "nodev" => Some(MountOption::NoDev),
+                "suid" => Some(MountOption::Suid),
+                "nosuid" => Some(MountOption::NoSuid),
+                "exec" => Some(MountOption::Exec),
+                "noexec" => Some(MountOption::NoExec),
+                "sync" => Some(MountOption::Sync),
+                "async" => Some(MountOption::Async),
+                "dirsync" => Some(MountOption::DirSync),
+                "relatime" => {
+                    self.fs.atime = AtimeMode::Relatime;
+                    None
+                }
+                "strictatime" | "atime" => {
+                    self.fs.atime = AtimeMode::Strict;
+                    None
+                }
+                "noatime" => {
+                    self.fs.atime = AtimeMode::Never;
+                    None
+                }
+                "allow_other" => {
+                    self.allow_other = true;
+                    None
+                }
+                "nosubtype" => {
+                    self.subtype = false;
+                    None
+                }
+                "default_permissions" => None,
+                o if FSTAB_ONLY.contains(&o) || o.starts_with("x-") || o.starts_with("comment=") => None,
+                o if o.starts_with("threads=") => {
+                    self.threads = o[8..]
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| format!("mount option '{o}': threads must be 1 to 64"))?;
+                    None
+                }
+                o => return Err(format!("unknown mount option '{o}'")),
+            };
+            if let Some(f) = flag {
+                self.kernel.retain(|k| !conflicts(k, &f));
+                self.kernel.push(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn fuser_config(&self) -> Config {
+        let mut cfg = Config::default();
+        let mut opts = vec![
+            MountOption::FSName(self.pool.display().to_string()),
+            MountOption::DefaultPermissions,
+        ];
+        if self.subtype {
+            opts.push(MountOption::CUSTOM("subtype=daxlink".into()));
+        }
+        opts.extend(self.kernel.iter().cloned());
+        cfg.mount_options = opts;
+        cfg.acl = if self.allow_other { SessionACL::All } else { SessionACL::Owner };
+        cfg.n_threads = Some(self.threads);
+        cfg.clone_fd = true;
+        cfg
+    }
+}
+
+fn conflicts(a: &MountOption, b: &MountOption) -> bool {
+    use MountOption::*;
+    matches!(
+        (a, b),
+        (RO, RW) | (RW, RO) | (Dev, NoDev) | (NoDev, Dev) | (Suid, NoSuid) | (NoSuid, Suid)
+            | (Exec, NoExec) | (NoExec, Exec) | (Sync, Async) | (Async, Sync)
+    ) || a == b
+}
+
+/// Mounts `fs` and returns the session, ready to run.
+pub fn mount(fs: Arc<Fs>, cfg: &MountConfig) -> io::Result<Session<DaxFuse>> {
+    Session::new(DaxFuse::new(fs), &cfg.mountpoint, &cfg.fuser_config())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> MountConfig {
+        MountConfig::new("/p".into(), "/m".into())
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones() {
+        let mut c = cfg();
+        c.parse_options("ro,rw,noatime,nodev,dev").unwrap();
+        assert!(!c.fs.read_only);
+        assert_eq!(c.fs.atime, AtimeMode::Never);
+        assert_eq!(c.kernel, vec![MountOption::RW, MountOption::Dev]);
+    }
+
+    #[test]
+    fn fstab_only_options_are_accepted_and_unknown_ones_named() {
+        let mut c = cfg();
+        c.parse_options("defaults,noauto,x-systemd.automount,_netdev").unwrap();
+        assert_eq!(c.parse_options("rw,bogus=1").unwrap_err(), "unknown mount option 'bogus=1'");
+        assert!(c.parse_options("threads=0").is_err());
+    }
+
+    #[test]
+    fn nosubtype_drops_the_subtype() {
+        let mut c = cfg();
+        c.parse_options("nosubtype").unwrap();
+        assert!(!c.fuser_config().mount_options.contains(&MountOption::CUSTOM("subtype=daxlink".into())));
+    }
+}
