@@ -39,13 +39,13 @@ impl Pfn {
     pub fn offset(self) -> ArenaOffset {
         ArenaOffset(self.0 * PAGE_SIZE)
     }
-    pub fn add(self, n: u64) -> Pfn {
+    pub fn plus(self, n: u64) -> Pfn {
         Pfn(self.0 + n)
     }
 }
 
 impl FileBlock {
-    pub fn add(self, n: u64) -> FileBlock {
+    pub fn plus(self, n: u64) -> FileBlock {
         FileBlock(self.0 + n)
     }
     /// The block holding byte `off` of a file.

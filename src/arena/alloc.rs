@@ -73,8 +73,14 @@ impl Allocator {
             if want == 0 {
                 break;
             }
-            let Some(&len) = self.free.get(&s) else { continue };
-            let from = if s <= goal.0 && goal.0 < s + len { goal.0 } else { s };
+            let Some(&len) = self.free.get(&s) else {
+                continue;
+            };
+            let from = if s <= goal.0 && goal.0 < s + len {
+                goal.0
+            } else {
+                s
+            };
             let take = want.min(s + len - from);
             self.take(Pfn(from), take);
             out.push((Pfn(from), take));
@@ -128,7 +134,13 @@ impl Allocator {
     }
 
     fn insert_free(&mut self, mut s: u64, mut l: u64) {
-        debug_assert!(!self.free.range(..s + l).next_back().is_some_and(|(a, b)| a + b > s));
+        // The run must not overlap a free run already there.
+        debug_assert!(
+            self.free
+                .range(..s + l)
+                .next_back()
+                .is_none_or(|(a, b)| a + b <= s)
+        );
         self.free_pages += l;
         if let Some((&ps, &pl)) = self.free.range(..s).next_back()
             && ps + pl == s
@@ -149,14 +161,20 @@ impl Allocator {
         let mut prev_end = self.start.0;
         let mut total = 0;
         for (&s, &l) in &self.free {
-            if l == 0 || s < prev_end || (s == prev_end && s != self.start.0) || s + l > self.end.0 {
-                return Err(format!("allocator: bad free run [{s}, +{l}) after {prev_end}"));
+            if l == 0 || s < prev_end || (s == prev_end && s != self.start.0) || s + l > self.end.0
+            {
+                return Err(format!(
+                    "allocator: bad free run [{s}, +{l}) after {prev_end}"
+                ));
             }
             prev_end = s + l;
             total += l;
         }
         if total != self.free_pages {
-            return Err(format!("allocator: counted {total} free pages, recorded {}", self.free_pages));
+            return Err(format!(
+                "allocator: counted {total} free pages, recorded {}",
+                self.free_pages
+            ));
         }
         Ok(())
     }
@@ -184,7 +202,10 @@ mod tests {
         let got = a.alloc(Pfn(0), 4).unwrap();
         assert_eq!(got, vec![(Pfn(0), 4)]);
         a.free_later(Pfn(1), 2);
-        assert!(a.alloc(Pfn(0), 1).is_none(), "busy pages must not be allocatable");
+        assert!(
+            a.alloc(Pfn(0), 1).is_none(),
+            "busy pages must not be allocatable"
+        );
         a.commit();
         assert_eq!(a.alloc(Pfn(0), 2).unwrap(), vec![(Pfn(1), 2)]);
         a.check().unwrap();

@@ -56,11 +56,13 @@ impl Geometry {
         let log_pages = (pages_total / 64).max(1024);
         let cp_pages = (pages_total / 32).max(1024);
         let log_start = Pfn(1);
-        let cp0 = log_start.add(log_pages);
-        let cp1 = cp0.add(cp_pages);
-        let data_start = cp1.add(cp_pages);
+        let cp0 = log_start.plus(log_pages);
+        let cp1 = cp0.plus(cp_pages);
+        let data_start = cp1.plus(cp_pages);
         if data_start.0 + 16 > pages_total {
-            return Err(LayoutError(format!("pool size {size} leaves no room for data")));
+            return Err(LayoutError(format!(
+                "pool size {size} leaves no room for data"
+            )));
         }
         Ok(Geometry {
             pool_size: pages_total * PAGE_SIZE,
@@ -86,7 +88,10 @@ impl Geometry {
     pub fn is_data_range(&self, pfn: Pfn, len: u64) -> bool {
         len > 0
             && self.is_data(pfn)
-            && pfn.0.checked_add(len).is_some_and(|end| end <= self.pages_total)
+            && pfn
+                .0
+                .checked_add(len)
+                .is_some_and(|end| end <= self.pages_total)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -117,17 +122,23 @@ impl Geometry {
     pub fn decode(bytes: &[u8], media_len: u64) -> Result<Geometry, LayoutError> {
         let bad = |why: String| LayoutError(why);
         if bytes.len() < SB_LEN || &bytes[..8] != MAGIC {
-            return Err(bad("not a daxlink pool (no daxlink magic in the superblock)".into()));
+            return Err(bad(
+                "not a daxlink pool (no daxlink magic in the superblock)".into(),
+            ));
         }
         let stored = u32::from_le_bytes(bytes[SB_LEN - 4..SB_LEN].try_into().unwrap_or_default());
         if checksum(&bytes[..SB_LEN - 4]) != stored {
-            return Err(bad("superblock checksum mismatch (damaged superblock)".into()));
+            return Err(bad(
+                "superblock checksum mismatch (damaged superblock)".into()
+            ));
         }
         let codec = |e: super::codec::CodecError| bad(format!("superblock: {e}"));
         let mut d = Dec::new(&bytes[8..SB_LEN - 4]);
         let version = d.u32().map_err(codec)?;
         if version != VERSION {
-            return Err(bad(format!("unsupported pool version {version} (this daxlink reads {VERSION})")));
+            return Err(bad(format!(
+                "unsupported pool version {version} (this daxlink reads {VERSION})"
+            )));
         }
         let block = d.u32().map_err(codec)?;
         if block as u64 != PAGE_SIZE {
@@ -205,7 +216,10 @@ mod tests {
         for i in 0..good.len() {
             let mut b = good.clone();
             b[i] ^= 0x5a;
-            assert!(Geometry::decode(&b, g.pool_size).is_err(), "byte {i} flip accepted");
+            assert!(
+                Geometry::decode(&b, g.pool_size).is_err(),
+                "byte {i} flip accepted"
+            );
         }
     }
 
@@ -220,9 +234,9 @@ mod tests {
     fn regions_are_ordered_and_disjoint() {
         let g = geo();
         assert!(g.log_start.0 >= 1);
-        assert_eq!(g.cp_start[0], g.log_start.add(g.log_pages));
-        assert_eq!(g.cp_start[1], g.cp_start[0].add(g.cp_pages));
-        assert_eq!(g.data_start, g.cp_start[1].add(g.cp_pages));
+        assert_eq!(g.cp_start[0], g.log_start.plus(g.log_pages));
+        assert_eq!(g.cp_start[1], g.cp_start[0].plus(g.cp_pages));
+        assert_eq!(g.data_start, g.cp_start[1].plus(g.cp_pages));
         assert!(g.data_pages() > 0);
         assert!(Geometry::for_size(MIN_POOL_SIZE - 1, [0; 16]).is_err());
     }

@@ -44,7 +44,11 @@ impl MmapMedia {
             o.len(len as usize);
             o
         };
-        let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
+        let map = if writable {
+            opts.map_raw(file)?
+        } else {
+            opts.map_raw_read_only(file)?
+        };
         Ok(MmapMedia { map, len })
     }
 }
@@ -79,7 +83,9 @@ impl Media for MmapMedia {
     fn fill(&self, off: u64, len: u64, byte: u8) {
         check_range(self.len, off, len);
         // SAFETY: as in `write`.
-        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(off as usize), byte, len as usize) }
+        unsafe {
+            std::ptr::write_bytes(self.map.as_mut_ptr().add(off as usize), byte, len as usize)
+        }
     }
     fn flush(&self, off: u64, len: u64) -> io::Result<()> {
         check_range(self.len, off, len);

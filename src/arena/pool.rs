@@ -56,14 +56,28 @@ fn lock(file: &File, access: Access, wait: Duration) -> Result<(), String> {
     }
 }
 
+/// Where `path` is mounted, if it is the source of a mount.
+fn mounted_at(path: &Path) -> Option<String> {
+    let abs = absolute(path);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        let (src, dst) = (f.next()?, f.next()?);
+        (Path::new(src) == abs).then(|| dst.to_string())
+    })
+}
+
 fn media_len(file: &mut File) -> Result<u64, String> {
-    file.seek(SeekFrom::End(0)).map_err(|e| format!("cannot size: {e}"))
+    file.seek(SeekFrom::End(0))
+        .map_err(|e| format!("cannot size: {e}"))
 }
 
 /// Whether `path` already holds a daxlink superblock.
 fn has_superblock(file: &mut File) -> bool {
     let mut sb = vec![0u8; PAGE_SIZE as usize];
-    let Ok(len) = media_len(file) else { return false };
+    let Ok(len) = media_len(file) else {
+        return false;
+    };
     file.seek(SeekFrom::Start(0)).is_ok()
         && file.read_exact(&mut sb).is_ok()
         && Geometry::decode(&sb, len).is_ok()
@@ -84,6 +98,9 @@ impl Pool {
             .truncate(false)
             .open(path)
             .map_err(|e| format!("cannot open: {e}"))?;
+        if let Some(at) = mounted_at(path) {
+            return Err(format!("pool is mounted at {at}"));
+        }
         lock(&file, Access::Write, Duration::ZERO)?;
         if has_superblock(&mut file) && !force {
             return Err("already holds a daxlink pool (use --force to overwrite it)".into());
@@ -93,17 +110,27 @@ impl Pool {
             media_len(&mut file)?
         } else {
             let size = size / PAGE_SIZE * PAGE_SIZE;
-            file.set_len(0).map_err(|e| format!("cannot truncate: {e}"))?;
-            file.set_len(size).map_err(|e| format!("cannot size to {size} bytes: {e}"))?;
+            file.set_len(0)
+                .map_err(|e| format!("cannot truncate: {e}"))?;
+            file.set_len(size)
+                .map_err(|e| format!("cannot size to {size} bytes: {e}"))?;
             size
         };
         Geometry::for_size(len, [0; 16]).map_err(|e| e.0)?;
         let media = MmapMedia::new(&file, len, true).map_err(|e| format!("cannot map: {e}"))?;
-        Ok(Pool { path: absolute(path), media: Arc::new(media), _file: file })
+        Ok(Pool {
+            path: absolute(path),
+            media: Arc::new(media),
+            _file: file,
+        })
     }
 
-    /// Opens an existing pool, waiting up to `wait` for a previous holder to let go.
+    /// Opens an existing pool that is not mounted, waiting up to `wait` for a daemon
+    /// that is finishing its unmount to let go of it.
     pub fn open(path: &Path, access: Access, wait: Duration) -> Result<Pool, String> {
+        if let Some(at) = mounted_at(path) {
+            return Err(format!("pool is mounted at {at}"));
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(access == Access::Write)
@@ -112,17 +139,27 @@ impl Pool {
         lock(&file, access, wait)?;
         let len = media_len(&mut file)?;
         if len < PAGE_SIZE {
-            return Err(format!("pool is truncated: {len} bytes, smaller than a superblock"));
+            return Err(format!(
+                "pool is truncated: {len} bytes, smaller than a superblock"
+            ));
         }
-        let media = MmapMedia::new(&file, len, access == Access::Write).map_err(|e| format!("cannot map: {e}"))?;
-        Ok(Pool { path: absolute(path), media: Arc::new(media), _file: file })
+        let media = MmapMedia::new(&file, len, access == Access::Write)
+            .map_err(|e| format!("cannot map: {e}"))?;
+        Ok(Pool {
+            path: absolute(path),
+            media: Arc::new(media),
+            _file: file,
+        })
     }
 }
 
 /// 16 random bytes for a pool's uuid.
 pub fn random_uuid() -> [u8; 16] {
     let mut u = [0u8; 16];
-    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut u)).is_err() {
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut u))
+        .is_err()
+    {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -8,15 +8,11 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::fail;
+use super::{LOCK_WAIT, fail};
 use crate::arena::{Access, Pool};
 use crate::fs::Fs;
 use crate::fuse::{MountConfig, mount as fuse_mount};
-
-/// How long a mount waits for a previous daemon of the same pool to finish unmounting.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> ExitCode {
     let pool_abs = match std::fs::canonicalize(pool) {
@@ -72,7 +68,14 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
             if msg == "ok" {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("{}", if msg.is_empty() { "daxlink: the daemon died before mounting" } else { &msg });
+                eprintln!(
+                    "{}",
+                    if msg.is_empty() {
+                        "daxlink: the daemon died before mounting"
+                    } else {
+                        &msg
+                    }
+                );
                 ExitCode::FAILURE
             }
         }
@@ -81,10 +84,15 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
 
 /// Opens the pool, mounts, calls `ready("ok")`, and serves until unmounted.
 fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
-    let access = if cfg.fs.read_only { Access::Read } else { Access::Write };
+    let access = if cfg.fs.read_only {
+        Access::Read
+    } else {
+        Access::Write
+    };
     let pool = Pool::open(&cfg.pool, access, LOCK_WAIT)?;
     let fs = Arc::new(Fs::open(pool.media.clone(), cfg.fs).map_err(|e| e.to_string())?);
-    let session = fuse_mount(fs, cfg).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
+    let session =
+        fuse_mount(fs, cfg).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
     ready("ok");
     // `run` calls `destroy` (the final checkpoint) when the kernel ends the session.
     session.run().map_err(|e| format!("session: {e}"))?;
@@ -94,7 +102,11 @@ fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
 
 /// The daemon's stdio must not hold the caller's terminal or pipes open.
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         use std::os::fd::AsRawFd;
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors.

@@ -4,7 +4,6 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use super::fail;
 use crate::arena::{Access, Pool};
@@ -18,9 +17,18 @@ pub fn stat(mnt: &Path, json: bool) -> ExitCode {
     };
     let mut buf = [0u8; ioctl::STATS_LEN];
     // SAFETY: the buffer is as long as the size encoded in the ioctl number.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), ioctl::DAXLINK_IOC_STATS as _, buf.as_mut_ptr()) };
+    let r = unsafe {
+        libc::ioctl(
+            f.as_raw_fd(),
+            ioctl::DAXLINK_IOC_STATS as _,
+            buf.as_mut_ptr(),
+        )
+    };
     if r != 0 {
-        return fail(mnt, format!("not a daxlink mount ({})", std::io::Error::last_os_error()));
+        return fail(
+            mnt,
+            format!("not a daxlink mount ({})", std::io::Error::last_os_error()),
+        );
     }
     let Some(s) = ioctl::decode_stats(&buf) else {
         return fail(mnt, "malformed statistics");
@@ -52,14 +60,17 @@ const FSCK_ERRORS_LEFT: u8 = 4;
 const FSCK_OPERATIONAL: u8 = 8;
 
 pub fn fsck(path: &Path) -> ExitCode {
-    let pool = match Pool::open(path, Access::Read, Duration::ZERO) {
+    let pool = match Pool::open(path, Access::Read, super::LOCK_WAIT) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("daxlink: {}: {e}", path.display());
             return ExitCode::from(FSCK_OPERATIONAL);
         }
     };
-    let opts = Options { read_only: true, ..Options::default() };
+    let opts = Options {
+        read_only: true,
+        ..Options::default()
+    };
     let fs = match Fs::open(pool.media.clone(), opts) {
         Ok(fs) => fs,
         Err(e) => {

@@ -14,7 +14,11 @@ use crate::arena::pool::random_uuid;
 use crate::fs::{Ctx, Fs};
 
 #[derive(Parser)]
-#[command(name = "daxlink", version, about = "A reflink filesystem on a pmem-backed arena")]
+#[command(
+    name = "daxlink",
+    version,
+    about = "A reflink filesystem on a pmem-backed arena"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -69,8 +73,13 @@ fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 0),
     };
     let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size '{s}' is too large"))
 }
+
+/// How long a verb waits for a daemon that is finishing its unmount to let go of the
+/// pool (its last checkpoint takes milliseconds; this bounds a stuck one).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Prints a one-line error and gives the exit code.
 fn fail(what: &std::path::Path, why: impl std::fmt::Display) -> ExitCode {
@@ -78,7 +87,17 @@ fn fail(what: &std::path::Path, why: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-const VERBS: &[&str] = &["mkfs", "mount", "stat", "fsck", "help", "-h", "--help", "-V", "--version"];
+const VERBS: &[&str] = &[
+    "mkfs",
+    "mount",
+    "stat",
+    "fsck",
+    "help",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
 
 /// mount.fuse3 runs `daxlink POOL MNT -o OPTS`: without a verb, it is a mount.
 fn with_verb(mut args: Vec<OsString>) -> Vec<OsString> {
@@ -96,12 +115,21 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.cmd {
         Cmd::Mkfs { size, force, pool } => mkfs(&pool, size, force),
-        Cmd::Mount { pool, mountpoint, foreground, o } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
+        Cmd::Mount {
+            pool,
+            mountpoint,
+            foreground,
+            o,
+        } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
         Cmd::Stat { mountpoint, json } => inspect::stat(&mountpoint, json),
         Cmd::Fsck { pool } => inspect::fsck(&pool),
     }
@@ -113,11 +141,20 @@ fn mkfs(path: &std::path::Path, size: u64, force: bool) -> ExitCode {
         Err(e) => return fail(path, e),
     };
     // SAFETY: getuid/getgid cannot fail.
-    let ctx = unsafe { Ctx { uid: libc::getuid(), gid: libc::getgid() } };
+    let ctx = unsafe {
+        Ctx {
+            uid: libc::getuid(),
+            gid: libc::getgid(),
+        }
+    };
     if let Err(e) = Fs::mkfs(&*pool.media, ctx, random_uuid()) {
         return fail(path, e);
     }
-    println!("daxlink: made a {} MiB pool at {}", crate::arena::Media::len(&*pool.media) >> 20, pool.path.display());
+    println!(
+        "daxlink: made a {} MiB pool at {}",
+        crate::arena::Media::len(&*pool.media) >> 20,
+        pool.path.display()
+    );
     ExitCode::SUCCESS
 }
 

@@ -143,7 +143,11 @@ impl PageTable {
             self.warn_on(share == 0, "associate(shared) of a page with share 0", pfn);
             self.page(pfn).index_or_share = share + 1;
         } else {
-            self.warn_on(p.mapping != 0, "associate of a page that already has a mapping", pfn);
+            self.warn_on(
+                p.mapping != 0,
+                "associate of a page that already has a mapping",
+                pfn,
+            );
             let p = self.page(pfn);
             p.mapping = mapping.0;
             p.index_or_share = index.0;
@@ -201,7 +205,13 @@ mod tests {
         let mut t = table();
         assert_eq!(t.state(P), PageState::Free);
         t.associate(P, A, FileBlock(7), false);
-        assert_eq!(t.state(P), PageState::Owned { mapping: A, index: FileBlock(7) });
+        assert_eq!(
+            t.state(P),
+            PageState::Owned {
+                mapping: A,
+                index: FileBlock(7)
+            }
+        );
         assert!(!t.is_shared(P));
         assert_eq!(t.warnings(), 0);
     }
@@ -210,7 +220,13 @@ mod tests {
     fn shared_associate_of_a_free_page_takes_the_owned_path() {
         let mut t = table();
         t.associate(P, A, FileBlock(3), true);
-        assert_eq!(t.state(P), PageState::Owned { mapping: A, index: FileBlock(3) });
+        assert_eq!(
+            t.state(P),
+            PageState::Owned {
+                mapping: A,
+                index: FileBlock(3)
+            }
+        );
         assert_eq!(t.warnings(), 0);
     }
 
@@ -220,7 +236,11 @@ mod tests {
         t.associate(P, A, FileBlock(0), false);
         t.associate(P, B, FileBlock(0), true);
         assert_eq!(t.state(P), PageState::Shared { share: 2 });
-        assert_eq!(t.record(P).mapping, 0, "mapping must be cleared once shared");
+        assert_eq!(
+            t.record(P).mapping,
+            0,
+            "mapping must be cleared once shared"
+        );
         t.associate(P, C, FileBlock(5), true);
         assert_eq!(t.state(P), PageState::Shared { share: 3 });
         assert_eq!(t.warnings(), 0);
@@ -255,7 +275,13 @@ mod tests {
         t.associate(P, A, FileBlock(1), false);
         t.associate(P, B, FileBlock(2), false);
         assert_eq!(t.warnings(), 1);
-        assert_eq!(t.state(P), PageState::Owned { mapping: B, index: FileBlock(2) });
+        assert_eq!(
+            t.state(P),
+            PageState::Owned {
+                mapping: B,
+                index: FileBlock(2)
+            }
+        );
     }
 
     #[test]
@@ -287,8 +313,8 @@ mod tests {
     fn counts_split_owned_and_shared() {
         let mut t = table();
         t.associate(P, A, FileBlock(0), false);
-        t.associate(P.add(1), A, FileBlock(1), false);
-        t.associate(P.add(1), B, FileBlock(1), true);
+        t.associate(P.plus(1), A, FileBlock(1), false);
+        t.associate(P.plus(1), B, FileBlock(1), true);
         assert_eq!(t.counts(), (1, 1));
     }
 }

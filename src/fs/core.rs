@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::Ctx;
 use super::error::{Error, Result};
 use super::extent::Extent;
 use super::inode::{Attr, Body, Timespec};
@@ -11,7 +12,6 @@ use super::journal::Journal;
 use super::record::{Record, decode_all, encode_all};
 use super::state::{Mode, State};
 use super::tx::Tx;
-use super::Ctx;
 use crate::arena::{Geometry, Media};
 use crate::dax::PageState;
 use crate::types::{Ino, PAGE_SIZE, Pfn};
@@ -94,7 +94,8 @@ pub struct Core {
 impl Core {
     pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
         let geo = Geometry::for_size(media.len(), uuid).map_err(|e| Error::Pool(e.0))?;
-        geo.write(media).map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
+        geo.write(media)
+            .map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
         let now = Timespec::now();
         let root = Attr {
             ino: Ino::ROOT,
@@ -120,12 +121,15 @@ impl Core {
         let rec = Journal::recover(&*media, &geo)?;
         let mut st = State::new(geo);
         let mut journal = rec.journal;
-        let recs = decode_all(&rec.checkpoint).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+        let recs =
+            decode_all(&rec.checkpoint).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
         for r in &recs {
-            st.apply(r, Mode::Replay).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+            st.apply(r, Mode::Replay)
+                .map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
         }
         for (n, tx) in rec.transactions.iter().enumerate() {
-            let recs = decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+            let recs =
+                decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
             for r in &recs {
                 st.apply(r, Mode::Replay)
                     .map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
@@ -133,7 +137,8 @@ impl Core {
             journal.account_replayed(recs.iter().map(Record::growth_bound).sum());
         }
         st.derive_free_space();
-        st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}")))?;
+        st.check()
+            .map_err(|e| Error::Pool(format!("inconsistent metadata: {e}")))?;
         let mut core = Core {
             media,
             st,
@@ -153,13 +158,24 @@ impl Core {
 
     /// Inodes with no name and no opener (unlinked while open before a crash).
     fn free_orphans(&mut self) -> Result<()> {
-        let mut orphans: Vec<Ino> = self.st.inodes.values().filter(|i| i.attr.nlink == 0).map(|i| i.attr.ino).collect();
+        let mut orphans: Vec<Ino> = self
+            .st
+            .inodes
+            .values()
+            .filter(|i| i.attr.nlink == 0)
+            .map(|i| i.attr.ino)
+            .collect();
         orphans.sort();
         if orphans.is_empty() {
             return Ok(());
         }
         log::info!("freeing {} orphan inode(s)", orphans.len());
-        self.commit(orphans.into_iter().map(|ino| Record::FreeInode { ino }).collect())
+        self.commit(
+            orphans
+                .into_iter()
+                .map(|ino| Record::FreeInode { ino })
+                .collect(),
+        )
     }
 
     pub(super) fn writable(&self) -> Result<()> {
@@ -189,7 +205,9 @@ impl Core {
                 self.dirty.remove(&a.ino);
             }
             if let Err(e) = self.st.apply(r, Mode::Live) {
-                let msg = format!("internal inconsistency applying {r:?}: {e}; filesystem is now read-only");
+                let msg = format!(
+                    "internal inconsistency applying {r:?}: {e}; filesystem is now read-only"
+                );
                 log::error!("{msg}");
                 self.shutdown = Some(msg.clone());
                 return Err(Error::Io(msg));

@@ -17,7 +17,7 @@ pub struct Extent {
 
 impl Extent {
     pub fn end(&self) -> FileBlock {
-        self.fblock.add(self.len)
+        self.fblock.plus(self.len)
     }
     /// The part of this extent inside `[from, to)`.
     fn clip(&self, from: FileBlock, to: FileBlock) -> Option<Extent> {
@@ -25,7 +25,7 @@ impl Extent {
         let e = self.end().min(to);
         (s < e).then(|| Extent {
             fblock: s,
-            pfn: self.pfn.add(s.0 - self.fblock.0),
+            pfn: self.pfn.plus(s.0 - self.fblock.0),
             len: e.0 - s.0,
         })
     }
@@ -84,7 +84,7 @@ impl ExtentMap {
     /// The page backing `fblock`, if mapped.
     pub fn lookup(&self, fblock: FileBlock) -> Option<Pfn> {
         let (f, (p, l)) = self.map.range(..=fblock.0).next_back()?;
-        (fblock.0 < f + l).then(|| p.add(fblock.0 - f))
+        (fblock.0 < f + l).then(|| p.plus(fblock.0 - f))
     }
 
     /// First mapped block at or after `fblock`, if any.
@@ -92,7 +92,10 @@ impl ExtentMap {
         if self.lookup(fblock).is_some() {
             return Some(fblock);
         }
-        self.map.range(fblock.0..).next().map(|(f, _)| FileBlock(*f))
+        self.map
+            .range(fblock.0..)
+            .next()
+            .map(|(f, _)| FileBlock(*f))
     }
 
     /// First unmapped block at or after `fblock`.
@@ -110,7 +113,10 @@ impl ExtentMap {
     /// Maps a range that must be unmapped; merges with touching neighbours.
     pub fn insert(&mut self, e: Extent) {
         debug_assert!(e.len > 0);
-        debug_assert!(self.range(e.fblock, e.len).is_empty(), "insert over mapped range");
+        debug_assert!(
+            self.range(e.fblock, e.len).is_empty(),
+            "insert over mapped range"
+        );
         let mut e = e;
         self.pages += e.len;
         if let Some((&f, &(p, l))) = self.map.range(..e.fblock.0).next_back()
@@ -118,7 +124,11 @@ impl ExtentMap {
             && p.0 + l == e.pfn.0
         {
             self.map.remove(&f);
-            e = Extent { fblock: FileBlock(f), pfn: p, len: l + e.len };
+            e = Extent {
+                fblock: FileBlock(f),
+                pfn: p,
+                len: l + e.len,
+            };
         }
         if let Some(&(p, l)) = self.map.get(&e.end().0)
             && e.pfn.0 + e.len == p.0
@@ -145,7 +155,7 @@ impl ExtentMap {
                 self.map.insert(f, (p, from.0 - f));
             }
             if f + l > to.0 {
-                self.map.insert(to.0, (p.add(to.0 - f), f + l - to.0));
+                self.map.insert(to.0, (p.plus(to.0 - f), f + l - to.0));
             }
             self.pages -= piece.len;
         }
@@ -171,7 +181,10 @@ impl ExtentMap {
             prev = Some(e);
         }
         if pages != self.pages {
-            return Err(format!("extent map counts {} pages, holds {pages}", self.pages));
+            return Err(format!(
+                "extent map counts {} pages, holds {pages}",
+                self.pages
+            ));
         }
         Ok(())
     }
@@ -182,7 +195,11 @@ mod tests {
     use super::*;
 
     fn ext(f: u64, p: u64, l: u64) -> Extent {
-        Extent { fblock: FileBlock(f), pfn: Pfn(p), len: l }
+        Extent {
+            fblock: FileBlock(f),
+            pfn: Pfn(p),
+            len: l,
+        }
     }
 
     #[test]
@@ -201,7 +218,10 @@ mod tests {
         m.insert(ext(0, 100, 10));
         let gone = m.remove(FileBlock(3), 4);
         assert_eq!(gone, vec![ext(3, 103, 4)]);
-        assert_eq!(m.iter().collect::<Vec<_>>(), vec![ext(0, 100, 3), ext(7, 107, 3)]);
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![ext(0, 100, 3), ext(7, 107, 3)]
+        );
         assert_eq!(m.mapped_pages(), 6);
         m.check().unwrap();
     }

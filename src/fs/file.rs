@@ -72,12 +72,16 @@ impl Core {
         }
         let mode = self.opts_atime();
         let now = Timespec::now();
-        let Some(i) = self.st.inodes.get_mut(&ino) else { return };
+        let Some(i) = self.st.inodes.get_mut(&ino) else {
+            return;
+        };
         let a = &mut i.attr;
         let update = match mode {
             AtimeMode::Never => false,
             AtimeMode::Strict => true,
-            AtimeMode::Relatime => a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 24 * 3600,
+            AtimeMode::Relatime => {
+                a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 24 * 3600
+            }
         };
         if update {
             a.atime = now;
@@ -99,7 +103,8 @@ impl Core {
             let s = x.fblock.byte().max(off);
             let e = x.end().byte().min(end);
             let at = x.pfn.offset().0 + (s - x.fblock.byte());
-            self.media.read(at, &mut buf[(s - off) as usize..(e - off) as usize]);
+            self.media
+                .read(at, &mut buf[(s - off) as usize..(e - off) as usize]);
         }
         self.note_access(ino);
         Ok(buf)
@@ -130,9 +135,11 @@ impl Core {
             .0
             .checked_sub(1)
             .and_then(|b| m.lookup(FileBlock(b)))
-            .map_or(self.st.geo.data_start, |p| p.add(1));
+            .map_or(self.st.geo.data_start, |p| p.plus(1));
         let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
-        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.add(i)));
+        let mut pages = allocated
+            .iter()
+            .flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut remap = Vec::with_capacity(fresh.len());
         let mut cow = Vec::new();
         for &(b, old) in &fresh {
@@ -158,7 +165,11 @@ impl Core {
         let mut targets = Vec::new();
         for b in first.0..=last.0 {
             let b = FileBlock(b);
-            let page = remap.iter().find(|(rb, _)| *rb == b).map(|(_, p)| *p).or_else(|| m.lookup(b));
+            let page = remap
+                .iter()
+                .find(|(rb, _)| *rb == b)
+                .map(|(_, p)| *p)
+                .or_else(|| m.lookup(b));
             if let Some(p) = page {
                 targets.push((b, p));
             }
@@ -168,15 +179,27 @@ impl Core {
             let e = (b.byte() + PAGE_SIZE).min(off + len);
             let at = p.offset().0 + (s - b.byte());
             match src {
-                Src::Bytes(d) => self.media.write(at, &d[(s - off) as usize..(e - off) as usize]),
+                Src::Bytes(d) => self
+                    .media
+                    .write(at, &d[(s - off) as usize..(e - off) as usize]),
                 Src::Zeros(_) => self.media.fill(at, e - s, 0),
             }
         }
         for (b, _, n) in runs(&cow) {
-            tx.push(Record::Unmap { ino, fblock: b, len: n });
+            tx.push(Record::Unmap {
+                ino,
+                fblock: b,
+                len: n,
+            });
         }
         for (b, p, n) in runs(&remap) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+            tx.push(Record::Map {
+                ino,
+                fblock: b,
+                pfn: p,
+                len: n,
+                shared: false,
+            });
         }
         Ok(allocated)
     }
@@ -240,8 +263,16 @@ impl Core {
         }
         let mut tx = Tx::new();
         let keep = size.div_ceil(PAGE_SIZE);
-        if !self.extent_map(ino)?.range(FileBlock(keep), MAX_FILE_BLOCKS - keep).is_empty() {
-            tx.push(Record::Unmap { ino, fblock: FileBlock(keep), len: MAX_FILE_BLOCKS - keep });
+        if !self
+            .extent_map(ino)?
+            .range(FileBlock(keep), MAX_FILE_BLOCKS - keep)
+            .is_empty()
+        {
+            tx.push(Record::Unmap {
+                ino,
+                fblock: FileBlock(keep),
+                len: MAX_FILE_BLOCKS - keep,
+            });
         }
         let now = Timespec::now();
         let a = tx.attr(&self.st, ino)?;
@@ -252,7 +283,13 @@ impl Core {
     }
 
     /// Maps zeroed pages into every hole of the whole blocks covering `[off, end)`.
-    fn allocate_range(&mut self, tx: &mut Tx, ino: Ino, off: u64, end: u64) -> Result<Vec<(Pfn, u64)>> {
+    fn allocate_range(
+        &mut self,
+        tx: &mut Tx,
+        ino: Ino,
+        off: u64,
+        end: u64,
+    ) -> Result<Vec<(Pfn, u64)>> {
         let first = FileBlock::of(off);
         let last = FileBlock(end.div_ceil(PAGE_SIZE));
         let m = self.extent_map(ino)?;
@@ -268,19 +305,30 @@ impl Core {
             at = data;
         }
         let n: u64 = holes.iter().map(|h| h.1).sum();
-        let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo.data_start);
+        let goal = self
+            .extent_map(ino)?
+            .lookup(first)
+            .unwrap_or(self.st.geo.data_start);
         let allocated = self.alloc_pages(goal, n)?;
-        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.add(i)));
+        let mut pages = allocated
+            .iter()
+            .flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut pairs = Vec::with_capacity(n as usize);
         for (h, len) in holes {
             for i in 0..len {
                 let p = pages.next().expect("allocated one page per block");
                 self.media.fill(p.offset().0, PAGE_SIZE, 0);
-                pairs.push((h.add(i), p));
+                pairs.push((h.plus(i), p));
             }
         }
         for (b, p, n) in runs(&pairs) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+            tx.push(Record::Map {
+                ino,
+                fblock: b,
+                pfn: p,
+                len: n,
+                shared: false,
+            });
         }
         Ok(allocated)
     }
@@ -290,7 +338,11 @@ impl Core {
         let mut tx = Tx::new();
         let whole_from = off.div_ceil(PAGE_SIZE);
         let whole_to = end / PAGE_SIZE;
-        let head_end = if whole_from > whole_to { end } else { whole_from * PAGE_SIZE };
+        let head_end = if whole_from > whole_to {
+            end
+        } else {
+            whole_from * PAGE_SIZE
+        };
         let mut allocated = self.store(&mut tx, ino, off, Src::Zeros(head_end - off))?;
         if whole_from <= whole_to {
             // The tail page is a different block from the head page: the two stores
@@ -303,8 +355,16 @@ impl Core {
                     return Err(e);
                 }
             }
-            if !self.extent_map(ino)?.range(FileBlock(whole_from), whole_to - whole_from).is_empty() {
-                tx.push(Record::Unmap { ino, fblock: FileBlock(whole_from), len: whole_to - whole_from });
+            if !self
+                .extent_map(ino)?
+                .range(FileBlock(whole_from), whole_to - whole_from)
+                .is_empty()
+            {
+                tx.push(Record::Unmap {
+                    ino,
+                    fblock: FileBlock(whole_from),
+                    len: whole_to - whole_from,
+                });
             }
         }
         let now = Timespec::now();

@@ -51,7 +51,10 @@ impl Timespec {
                 sec: d.as_secs() as i64,
                 nsec: d.subsec_nanos(),
             },
-            Err(e) => Timespec::from_parts(-(e.duration().as_secs() as i64), e.duration().subsec_nanos()),
+            Err(e) => Timespec::from_parts(
+                -(e.duration().as_secs() as i64),
+                e.duration().subsec_nanos(),
+            ),
         }
     }
     pub fn to_system(self) -> SystemTime {
@@ -173,7 +176,10 @@ impl Dir {
         }
         for (n, c) in &self.names {
             if self.entries.get(c).map(|e| &e.0) != Some(n) {
-                return Err(format!("directory index names {:?} at a wrong cookie", String::from_utf8_lossy(n)));
+                return Err(format!(
+                    "directory index names {:?} at a wrong cookie",
+                    String::from_utf8_lossy(n)
+                ));
             }
         }
         Ok(())
@@ -250,8 +256,14 @@ mod tests {
     fn timespec_roundtrips_through_system_time_including_before_epoch() {
         for t in [
             Timespec { sec: 0, nsec: 0 },
-            Timespec { sec: 1_700_000_000, nsec: 123_456_789 },
-            Timespec { sec: -5, nsec: 999_999_999 },
+            Timespec {
+                sec: 1_700_000_000,
+                nsec: 123_456_789,
+            },
+            Timespec {
+                sec: -5,
+                nsec: 999_999_999,
+            },
         ] {
             assert_eq!(Timespec::from_system(t.to_system()), t);
         }

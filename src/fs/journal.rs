@@ -166,7 +166,8 @@ impl Journal {
         let mut h = vec![0u8; CP_HEADER as usize];
         media.read(off, &mut h);
         let mut d = Dec::new(&h);
-        let (Ok(magic), Ok(generation), Ok(len), Ok(crc)) = (d.u32(), d.u64(), d.u64(), d.u32()) else {
+        let (Ok(magic), Ok(generation), Ok(len), Ok(crc)) = (d.u32(), d.u64(), d.u64(), d.u32())
+        else {
             return Slot::Invalid("short header".into());
         };
         if magic != CP_MAGIC {
@@ -183,7 +184,10 @@ impl Journal {
         if sum.finalize() != crc {
             return Slot::Invalid("checksum mismatch".into());
         }
-        Slot::Valid { generation, payload }
+        Slot::Valid {
+            generation,
+            payload,
+        }
     }
 
     /// Finds the newest valid checkpoint and the valid prefix of its log.
@@ -193,7 +197,10 @@ impl Journal {
         let best = slots
             .iter()
             .filter_map(|s| match s {
-                Slot::Valid { generation, payload } => Some((*generation, payload)),
+                Slot::Valid {
+                    generation,
+                    payload,
+                } => Some((*generation, payload)),
                 Slot::Invalid(_) => None,
             })
             .max_by_key(|(g, _)| *g);
@@ -206,7 +213,10 @@ impl Journal {
                     Slot::Valid { .. } => String::new(),
                 })
                 .collect();
-            return Err(Error::Pool(format!("no valid checkpoint ({})", why.join(", "))));
+            return Err(Error::Pool(format!(
+                "no valid checkpoint ({})",
+                why.join(", ")
+            )));
         };
         j.generation = generation;
         j.cp_size = payload.len() as u64;
@@ -220,12 +230,17 @@ impl Journal {
             let mut h = vec![0u8; TX_HEADER as usize];
             media.read(at, &mut h);
             let mut d = Dec::new(&h);
-            let (Ok(magic), Ok(len), Ok(tgen), Ok(seq), Ok(crc)) = (d.u32(), d.u32(), d.u64(), d.u64(), d.u32())
+            let (Ok(magic), Ok(len), Ok(tgen), Ok(seq), Ok(crc)) =
+                (d.u32(), d.u32(), d.u64(), d.u64(), d.u32())
             else {
                 break;
             };
             let len = len as u64;
-            if magic != TX_MAGIC || tgen != generation || seq != j.seq || j.head + align8(TX_HEADER + len) > j.log_len {
+            if magic != TX_MAGIC
+                || tgen != generation
+                || seq != j.seq
+                || j.head + align8(TX_HEADER + len) > j.log_len
+            {
                 break;
             }
             let mut payload = vec![0u8; len as usize];
@@ -316,7 +331,11 @@ mod tests {
         m.write(g.cp_start[0].offset().0 + CP_HEADER, b"Z");
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.checkpoint, b"cp1");
-        assert_eq!(r.transactions, vec![b"tx".to_vec()], "the old log must still replay");
+        assert_eq!(
+            r.transactions,
+            vec![b"tx".to_vec()],
+            "the old log must still replay"
+        );
     }
 
     #[test]

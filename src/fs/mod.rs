@@ -17,8 +17,8 @@ mod xattr;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use self::core::{AtimeMode, Options, SetAttr, SetTime, StatFs, Stats};
 use self::core::Core;
+pub use self::core::{AtimeMode, Options, SetAttr, SetTime, StatFs, Stats};
 pub use error::{Error, Result};
 pub use extent::Extent;
 pub use inode::{Attr, Kind, Timespec};

@@ -16,17 +16,46 @@ pub const XATTR_NAME_MAX: usize = 255;
 pub enum Record {
     /// Create the inode, or replace its attributes (the kind must not change).
     SetInode(Attr),
-    SetSymlink { ino: Ino, target: Vec<u8> },
+    SetSymlink {
+        ino: Ino,
+        target: Vec<u8>,
+    },
     /// Drop the inode and every page it maps.
-    FreeInode { ino: Ino },
-    Link { dir: Ino, name: Vec<u8>, ino: Ino },
-    Unlink { dir: Ino, name: Vec<u8> },
+    FreeInode {
+        ino: Ino,
+    },
+    Link {
+        dir: Ino,
+        name: Vec<u8>,
+        ino: Ino,
+    },
+    Unlink {
+        dir: Ino,
+        name: Vec<u8>,
+    },
     /// Map pages into an unmapped file range. `shared`: the pages may already belong
     /// to other files (clone); otherwise they must be free.
-    Map { ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool },
-    Unmap { ino: Ino, fblock: FileBlock, len: u64 },
-    SetXattr { ino: Ino, name: Vec<u8>, value: Vec<u8> },
-    RemoveXattr { ino: Ino, name: Vec<u8> },
+    Map {
+        ino: Ino,
+        fblock: FileBlock,
+        pfn: Pfn,
+        len: u64,
+        shared: bool,
+    },
+    Unmap {
+        ino: Ino,
+        fblock: FileBlock,
+        len: u64,
+    },
+    SetXattr {
+        ino: Ino,
+        name: Vec<u8>,
+        value: Vec<u8>,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: Vec<u8>,
+    },
 }
 
 const T_SET_INODE: u8 = 1;
@@ -52,7 +81,9 @@ fn dec_time(d: &mut Dec) -> Result<Timespec, CodecError> {
     let sec = d.i64()?;
     let nsec = d.u32()?;
     if nsec >= 1_000_000_000 {
-        return Err(CodecError(format!("timestamp nanoseconds {nsec} out of range")));
+        return Err(CodecError(format!(
+            "timestamp nanoseconds {nsec} out of range"
+        )));
     }
     Ok(Timespec { sec, nsec })
 }
@@ -94,7 +125,13 @@ impl Record {
                 e.u64(dir.0);
                 e.bytes(name);
             }
-            Record::Map { ino, fblock, pfn, len, shared } => {
+            Record::Map {
+                ino,
+                fblock,
+                pfn,
+                len,
+                shared,
+            } => {
                 e.u8(T_MAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
@@ -202,7 +239,12 @@ impl Record {
     pub fn growth_bound(&self) -> u64 {
         let mut e = Enc::new();
         self.encode(&mut e);
-        e.len() as u64 + if matches!(self, Record::Unmap { .. }) { MAP_LEN } else { 0 }
+        e.len() as u64
+            + if matches!(self, Record::Unmap { .. }) {
+                MAP_LEN
+            } else {
+                0
+            }
     }
 }
 
@@ -250,14 +292,41 @@ mod tests {
     fn all() -> Vec<Record> {
         vec![
             Record::SetInode(attr()),
-            Record::SetSymlink { ino: Ino(9), target: b"/x/y".to_vec() },
+            Record::SetSymlink {
+                ino: Ino(9),
+                target: b"/x/y".to_vec(),
+            },
             Record::FreeInode { ino: Ino(9) },
-            Record::Link { dir: Ino(1), name: b"n".to_vec(), ino: Ino(9) },
-            Record::Unlink { dir: Ino(1), name: b"n".to_vec() },
-            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), len: 2, shared: true },
-            Record::Unmap { ino: Ino(9), fblock: FileBlock(3), len: 1 },
-            Record::SetXattr { ino: Ino(9), name: b"user.a".to_vec(), value: vec![1, 2] },
-            Record::RemoveXattr { ino: Ino(9), name: b"user.a".to_vec() },
+            Record::Link {
+                dir: Ino(1),
+                name: b"n".to_vec(),
+                ino: Ino(9),
+            },
+            Record::Unlink {
+                dir: Ino(1),
+                name: b"n".to_vec(),
+            },
+            Record::Map {
+                ino: Ino(9),
+                fblock: FileBlock(3),
+                pfn: Pfn(400),
+                len: 2,
+                shared: true,
+            },
+            Record::Unmap {
+                ino: Ino(9),
+                fblock: FileBlock(3),
+                len: 1,
+            },
+            Record::SetXattr {
+                ino: Ino(9),
+                name: b"user.a".to_vec(),
+                value: vec![1, 2],
+            },
+            Record::RemoveXattr {
+                ino: Ino(9),
+                name: b"user.a".to_vec(),
+            },
         ]
     }
 

@@ -51,11 +51,15 @@ impl State {
     }
 
     fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode, String> {
-        self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))
+        self.inodes
+            .get_mut(&ino)
+            .ok_or_else(|| format!("inode {ino} does not exist"))
     }
 
     fn dir_mut(&mut self, ino: Ino) -> Result<&mut Dir, String> {
-        self.inode_mut(ino)?.dir_mut().ok_or_else(|| format!("inode {ino} is not a directory"))
+        self.inode_mut(ino)?
+            .dir_mut()
+            .ok_or_else(|| format!("inode {ino} is not a directory"))
     }
 
     /// Applies one record. An error means the record does not fit the state: a bug when
@@ -63,7 +67,8 @@ impl State {
     pub fn apply(&mut self, rec: &Record, mode: Mode) -> Result<(), String> {
         match rec {
             Record::SetInode(a) => {
-                let kind = Kind::from_mode(a.mode).ok_or_else(|| format!("inode {} has invalid mode {:o}", a.ino, a.mode))?;
+                let kind = Kind::from_mode(a.mode)
+                    .ok_or_else(|| format!("inode {} has invalid mode {:o}", a.ino, a.mode))?;
                 if a.ino.0 == 0 || a.ino.0 == u64::MAX {
                     return Err(format!("invalid inode number {}", a.ino));
                 }
@@ -93,7 +98,10 @@ impl State {
                 if *ino == Ino::ROOT {
                     return Err("the root cannot be freed".into());
                 }
-                let inode = self.inodes.get(ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
+                let inode = self
+                    .inodes
+                    .get(ino)
+                    .ok_or_else(|| format!("inode {ino} does not exist"))?;
                 if inode.dir().is_some_and(|d| !d.is_empty()) {
                     return Err(format!("directory {ino} freed while not empty"));
                 }
@@ -114,7 +122,10 @@ impl State {
                     .is_some();
                 let d = self.dir_mut(*dir)?;
                 if d.get(name).is_some() {
-                    return Err(format!("name {:?} exists in {dir}", String::from_utf8_lossy(name)));
+                    return Err(format!(
+                        "name {:?} exists in {dir}",
+                        String::from_utf8_lossy(name)
+                    ));
                 }
                 d.insert(name, *ino);
                 if child_is_dir && let Some(cd) = self.inode_mut(*ino)?.dir_mut() {
@@ -122,14 +133,25 @@ impl State {
                 }
             }
             Record::Unlink { dir, name } => {
-                self.dir_mut(*dir)?
-                    .remove(name)
-                    .ok_or_else(|| format!("unlink of missing name {:?} in {dir}", String::from_utf8_lossy(name)))?;
+                self.dir_mut(*dir)?.remove(name).ok_or_else(|| {
+                    format!(
+                        "unlink of missing name {:?} in {dir}",
+                        String::from_utf8_lossy(name)
+                    )
+                })?;
             }
-            Record::Map { ino, fblock, pfn, len, shared } => self.map(*ino, *fblock, *pfn, *len, *shared)?,
+            Record::Map {
+                ino,
+                fblock,
+                pfn,
+                len,
+                shared,
+            } => self.map(*ino, *fblock, *pfn, *len, *shared)?,
             Record::Unmap { ino, fblock, len } => self.unmap(*ino, *fblock, *len, mode)?,
             Record::SetXattr { ino, name, value } => {
-                self.inode_mut(*ino)?.xattrs.insert(name.clone(), value.clone());
+                self.inode_mut(*ino)?
+                    .xattrs
+                    .insert(name.clone(), value.clone());
             }
             Record::RemoveXattr { ino, name } => {
                 self.inode_mut(*ino)?
@@ -141,18 +163,35 @@ impl State {
         Ok(())
     }
 
-    fn map(&mut self, ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool) -> Result<(), String> {
-        if len == 0 || fblock.0.checked_add(len).is_none_or(|e| e > MAX_FILE_BLOCKS) {
+    fn map(
+        &mut self,
+        ino: Ino,
+        fblock: FileBlock,
+        pfn: Pfn,
+        len: u64,
+        shared: bool,
+    ) -> Result<(), String> {
+        if len == 0
+            || fblock
+                .0
+                .checked_add(len)
+                .is_none_or(|e| e > MAX_FILE_BLOCKS)
+        {
             return Err(format!("map of blocks [{fblock}, +{len}) out of range"));
         }
         if !self.geo.is_data_range(pfn, len) {
-            return Err(format!("map of pages [{pfn}, +{len}) outside the data region"));
+            return Err(format!(
+                "map of pages [{pfn}, +{len}) outside the data region"
+            ));
         }
-        if !shared && (0..len).any(|i| !self.pages.is_free(pfn.add(i))) {
+        if !shared && (0..len).any(|i| !self.pages.is_free(pfn.plus(i))) {
             return Err(format!("map of pages [{pfn}, +{len}) that are in use"));
         }
         let pages = &mut self.pages;
-        let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
+        let inode = self
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
             return Err(format!("map into inode {ino}, which is not a regular file"));
         };
@@ -161,20 +200,25 @@ impl State {
         }
         m.insert(Extent { fblock, pfn, len });
         for i in 0..len {
-            pages.associate(pfn.add(i), ino, fblock.add(i), shared);
+            pages.associate(pfn.plus(i), ino, fblock.plus(i), shared);
         }
         Ok(())
     }
 
     fn unmap(&mut self, ino: Ino, fblock: FileBlock, len: u64, mode: Mode) -> Result<(), String> {
-        let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
+        let inode = self
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
-            return Err(format!("unmap from inode {ino}, which is not a regular file"));
+            return Err(format!(
+                "unmap from inode {ino}, which is not a regular file"
+            ));
         };
         for e in m.remove(fblock, len) {
             let mut run: Option<(Pfn, u64)> = None;
             for i in 0..e.len {
-                let p = e.pfn.add(i);
+                let p = e.pfn.plus(i);
                 self.pages.disassociate(p, ino);
                 if !self.pages.is_free(p) {
                     continue;
@@ -224,22 +268,43 @@ impl State {
             let i = &self.inodes[ino];
             Record::SetInode(i.attr).encode(&mut e);
             if let Body::Symlink(t) = &i.body {
-                Record::SetSymlink { ino: **ino, target: t.clone() }.encode(&mut e);
+                Record::SetSymlink {
+                    ino: **ino,
+                    target: t.clone(),
+                }
+                .encode(&mut e);
             }
             for (name, value) in &i.xattrs {
-                Record::SetXattr { ino: **ino, name: name.clone(), value: value.clone() }.encode(&mut e);
+                Record::SetXattr {
+                    ino: **ino,
+                    name: name.clone(),
+                    value: value.clone(),
+                }
+                .encode(&mut e);
             }
             if let Body::File(m) = &i.body {
                 for x in m.iter() {
                     // `shared`: a page another file already maps is a clone, not a fault.
-                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, len: x.len, shared: true }.encode(&mut e);
+                    Record::Map {
+                        ino: **ino,
+                        fblock: x.fblock,
+                        pfn: x.pfn,
+                        len: x.len,
+                        shared: true,
+                    }
+                    .encode(&mut e);
                 }
             }
         }
         for ino in &inos {
             if let Body::Dir(d) = &self.inodes[ino].body {
                 for (_, name, child) in d.after(0) {
-                    Record::Link { dir: **ino, name: name.to_vec(), ino: child }.encode(&mut e);
+                    Record::Link {
+                        dir: **ino,
+                        name: name.to_vec(),
+                        ino: child,
+                    }
+                    .encode(&mut e);
                 }
             }
         }
@@ -249,7 +314,10 @@ impl State {
     /// Verifies every invariant that ties the structures together; returns the first
     /// violation found.
     pub fn check(&self) -> Result<(), String> {
-        let root = self.inodes.get(&Ino::ROOT).ok_or("the root inode is missing")?;
+        let root = self
+            .inodes
+            .get(&Ino::ROOT)
+            .ok_or("the root inode is missing")?;
         if root.dir().is_none() {
             return Err("the root inode is not a directory".into());
         }
@@ -269,22 +337,29 @@ impl State {
                             return Err(format!("inode {ino} maps pages outside the data region"));
                         }
                         for k in 0..x.len {
-                            refs.entry(x.pfn.add(k)).or_default().push((*ino, x.fblock.add(k)));
+                            refs.entry(x.pfn.plus(k))
+                                .or_default()
+                                .push((*ino, x.fblock.plus(k)));
                         }
                     }
                 }
                 Body::Dir(d) => {
                     d.check().map_err(|e| format!("directory {ino}: {e}"))?;
                     for (_, name, child) in d.after(0) {
-                        let c = self
-                            .inodes
-                            .get(&child)
-                            .ok_or_else(|| format!("directory {ino} entry {:?} names missing inode {child}", String::from_utf8_lossy(name)))?;
+                        let c = self.inodes.get(&child).ok_or_else(|| {
+                            format!(
+                                "directory {ino} entry {:?} names missing inode {child}",
+                                String::from_utf8_lossy(name)
+                            )
+                        })?;
                         *links.entry(child).or_default() += 1;
                         if let Some(cd) = c.dir() {
                             *subdirs.entry(*ino).or_default() += 1;
                             if cd.parent != *ino {
-                                return Err(format!("directory {child} is in {ino} but its parent is {}", cd.parent));
+                                return Err(format!(
+                                    "directory {child} is in {ino} but its parent is {}",
+                                    cd.parent
+                                ));
                             }
                         }
                     }
@@ -297,7 +372,10 @@ impl State {
             if let Some(d) = i.dir() {
                 let want = 2 + subdirs.get(ino).copied().unwrap_or(0);
                 if i.attr.nlink != want {
-                    return Err(format!("directory {ino} has nlink {}, expected {want}", i.attr.nlink));
+                    return Err(format!(
+                        "directory {ino} has nlink {}, expected {want}",
+                        i.attr.nlink
+                    ));
                 }
                 if *ino != Ino::ROOT && l != 1 {
                     return Err(format!("directory {ino} is linked {l} times"));
@@ -306,7 +384,10 @@ impl State {
                     return Err(format!("directory {ino} has a missing parent"));
                 }
             } else if i.attr.nlink != l {
-                return Err(format!("inode {ino} has nlink {}, but {l} names", i.attr.nlink));
+                return Err(format!(
+                    "inode {ino} has nlink {}, but {l} names",
+                    i.attr.nlink
+                ));
             }
         }
         // The page table must say what the extent maps say.
@@ -321,7 +402,10 @@ impl State {
                 _ => false,
             };
             if !ok {
-                return Err(format!("page {pfn}: page table says {:?}, extent maps say {r:?}", self.pages.state(pfn)));
+                return Err(format!(
+                    "page {pfn}: page table says {:?}, extent maps say {r:?}",
+                    self.pages.state(pfn)
+                ));
             }
             if !r.is_empty() {
                 used += 1;

@@ -30,11 +30,12 @@ impl Tx {
 
     /// The inode's attributes as this transaction will leave them.
     pub fn attr(&mut self, st: &State, ino: Ino) -> Result<&mut Attr> {
-        if !self.attrs.contains_key(&ino) {
-            let a = st.inodes.get(&ino).ok_or(Error::NotFound)?.attr;
-            self.attrs.insert(ino, a);
+        match self.attrs.entry(ino) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                Ok(e.insert(st.inodes.get(&ino).ok_or(Error::NotFound)?.attr))
+            }
         }
-        Ok(self.attrs.get_mut(&ino).expect("inserted above"))
     }
 
     pub fn push(&mut self, rec: Record) {

@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::ioctl;
@@ -84,7 +84,10 @@ fn set_time(t: TimeOrNow) -> SetTime {
 }
 
 fn ctx(req: &Request) -> Ctx {
-    Ctx { uid: req.uid(), gid: req.gid() }
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn ino(i: INodeNo) -> Ino {
@@ -93,7 +96,11 @@ fn ino(i: INodeNo) -> Ino {
 
 impl DaxFuse {
     pub fn new(fs: Arc<Fs>) -> DaxFuse {
-        DaxFuse { fs, handles: DashMap::new(), next_fh: AtomicU64::new(1) }
+        DaxFuse {
+            fs,
+            handles: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+        }
     }
 
     fn entry(&self, r: crate::fs::Result<Attr>, reply: ReplyEntry) {
@@ -112,7 +119,13 @@ impl DaxFuse {
 
     fn new_handle(&self, ino: Ino, flags: i32) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.insert(fh, Handle { ino, append: flags & libc::O_APPEND != 0 });
+        self.handles.insert(
+            fh,
+            Handle {
+                ino,
+                append: flags & libc::O_APPEND != 0,
+            },
+        );
         FileHandle(fh)
     }
 }
@@ -182,12 +195,37 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.entry(self.fs.mknod(ctx(req), ino(parent), name.as_bytes(), mode & !umask, rdev), reply)
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            self.fs
+                .mknod(ctx(req), ino(parent), name.as_bytes(), mode & !umask, rdev),
+            reply,
+        )
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.entry(self.fs.mkdir(ctx(req), ino(parent), name.as_bytes(), mode & !umask), reply)
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            self.fs
+                .mkdir(ctx(req), ino(parent), name.as_bytes(), mode & !umask),
+            reply,
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -198,9 +236,21 @@ impl Filesystem for DaxFuse {
         Self::empty(self.fs.rmdir(ino(parent), name.as_bytes()), reply)
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         self.entry(
-            self.fs.symlink(ctx(req), ino(parent), link_name.as_bytes(), target.as_os_str().as_bytes()),
+            self.fs.symlink(
+                ctx(req),
+                ino(parent),
+                link_name.as_bytes(),
+                target.as_os_str().as_bytes(),
+            ),
             reply,
         )
     }
@@ -216,13 +266,29 @@ impl Filesystem for DaxFuse {
         reply: ReplyEmpty,
     ) {
         Self::empty(
-            self.fs.rename(ino(parent), name.as_bytes(), ino(newparent), newname.as_bytes(), flags.bits()),
+            self.fs.rename(
+                ino(parent),
+                name.as_bytes(),
+                ino(newparent),
+                newname.as_bytes(),
+                flags.bits(),
+            ),
             reply,
         )
     }
 
-    fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        self.entry(self.fs.link(ino(i), ino(newparent), newname.as_bytes()), reply)
+    fn link(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            self.fs.link(ino(i), ino(newparent), newname.as_bytes()),
+            reply,
+        )
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -270,7 +336,14 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn flush(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok()
     }
 
@@ -290,7 +363,14 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn fsync(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         Self::empty(self.fs.sync(), reply)
     }
 
@@ -302,12 +382,24 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         // A reply buffer holds a few hundred entries; ask for a page of them.
         match self.fs.readdir(ino(i), offset, 512) {
             Ok(entries) => {
                 for e in entries {
-                    if reply.add(INodeNo(e.ino.0), e.offset, kind(e.kind), OsStr::from_bytes(&e.name)) {
+                    if reply.add(
+                        INodeNo(e.ino.0),
+                        e.offset,
+                        kind(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    ) {
                         break;
                     }
                 }
@@ -317,13 +409,22 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         Self::empty(self.fs.sync(), reply)
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
         let s = self.fs.statfs();
-        reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize)
+        reply.statfs(
+            s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        )
     }
 
     fn setxattr(
@@ -336,7 +437,10 @@ impl Filesystem for DaxFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::empty(self.fs.setxattr(ino(i), name.as_bytes(), value, flags), reply)
+        Self::empty(
+            self.fs.setxattr(ino(i), name.as_bytes(), value, flags),
+            reply,
+        )
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -374,7 +478,13 @@ impl Filesystem for DaxFuse {
     ) {
         let r = self
             .fs
-            .mknod(ctx(req), ino(parent), name.as_bytes(), libc::S_IFREG | (mode & !umask & 0o7777), 0)
+            .mknod(
+                ctx(req),
+                ino(parent),
+                name.as_bytes(),
+                libc::S_IFREG | (mode & !umask & 0o7777),
+                0,
+            )
             .and_then(|a| self.fs.open_inode(a.ino).map(|()| a));
         match r {
             Ok(a) => {
@@ -405,11 +515,28 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn fallocate(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         Self::empty(self.fs.fallocate(ino(i), mode, offset, length), reply)
     }
 
-    fn lseek(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         let Ok(off) = u64::try_from(offset) else {
             return reply.error(Errno::ENXIO);
         };

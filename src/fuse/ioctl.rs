@@ -40,7 +40,10 @@ pub fn decode_stats(b: &[u8]) -> Option<Stats> {
     if b.len() != STATS_LEN {
         return None;
     }
-    let v: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+    let v: Vec<u64> = b
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
     Some(Stats {
         block_size: v[0],
         pages_total: v[1],

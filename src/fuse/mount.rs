@@ -25,7 +25,9 @@ pub struct MountConfig {
 }
 
 /// Options that only mean something to mount(8) or fstab; accepted and ignored.
-const FSTAB_ONLY: &[&str] = &["defaults", "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "_netdev"];
+const FSTAB_ONLY: &[&str] = &[
+    "defaults", "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "_netdev",
+];
 
 impl MountConfig {
     pub fn new(pool: PathBuf, mountpoint: PathBuf) -> MountConfig {
@@ -82,7 +84,12 @@ impl MountConfig {
                     None
                 }
                 "default_permissions" => None,
-                o if FSTAB_ONLY.contains(&o) || o.starts_with("x-") || o.starts_with("comment=") => None,
+                o if FSTAB_ONLY.contains(&o)
+                    || o.starts_with("x-")
+                    || o.starts_with("comment=") =>
+                {
+                    None
+                }
                 o if o.starts_with("threads=") => {
                     self.threads = o[8..]
                         .parse()
@@ -112,7 +119,11 @@ impl MountConfig {
         }
         opts.extend(self.kernel.iter().cloned());
         cfg.mount_options = opts;
-        cfg.acl = if self.allow_other { SessionACL::All } else { SessionACL::Owner };
+        cfg.acl = if self.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
         cfg.n_threads = Some(self.threads);
         cfg.clone_fd = true;
         cfg
@@ -123,8 +134,16 @@ fn conflicts(a: &MountOption, b: &MountOption) -> bool {
     use MountOption::*;
     matches!(
         (a, b),
-        (RO, RW) | (RW, RO) | (Dev, NoDev) | (NoDev, Dev) | (Suid, NoSuid) | (NoSuid, Suid)
-            | (Exec, NoExec) | (NoExec, Exec) | (Sync, Async) | (Async, Sync)
+        (RO, RW)
+            | (RW, RO)
+            | (Dev, NoDev)
+            | (NoDev, Dev)
+            | (Suid, NoSuid)
+            | (NoSuid, Suid)
+            | (Exec, NoExec)
+            | (NoExec, Exec)
+            | (Sync, Async)
+            | (Async, Sync)
     ) || a == b
 }
 
@@ -153,8 +172,12 @@ mod tests {
     #[test]
     fn fstab_only_options_are_accepted_and_unknown_ones_named() {
         let mut c = cfg();
-        c.parse_options("defaults,noauto,x-systemd.automount,_netdev").unwrap();
-        assert_eq!(c.parse_options("rw,bogus=1").unwrap_err(), "unknown mount option 'bogus=1'");
+        c.parse_options("defaults,noauto,x-systemd.automount,_netdev")
+            .unwrap();
+        assert_eq!(
+            c.parse_options("rw,bogus=1").unwrap_err(),
+            "unknown mount option 'bogus=1'"
+        );
         assert!(c.parse_options("threads=0").is_err());
     }
 
@@ -162,6 +185,10 @@ mod tests {
     fn nosubtype_drops_the_subtype() {
         let mut c = cfg();
         c.parse_options("nosubtype").unwrap();
-        assert!(!c.fuser_config().mount_options.contains(&MountOption::CUSTOM("subtype=daxlink".into())));
+        assert!(
+            !c.fuser_config()
+                .mount_options
+                .contains(&MountOption::CUSTOM("subtype=daxlink".into()))
+        );
     }
 }
