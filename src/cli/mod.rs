@@ -2,6 +2,7 @@
 
 mod daemon;
 mod inspect;
+mod reflink;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -55,6 +56,66 @@ enum Cmd {
     },
     /// Check a pool that is not mounted; exit 0 clean, 4 errors found, 8 operational error.
     Fsck { pool: PathBuf },
+    /// Clone SRC into DST sharing every page (`cp --reflink=always`); fails if any page was copied.
+    Clone {
+        src: PathBuf,
+        dst: PathBuf,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// Share DST's range with SRC's if their bytes are identical (FIDEDUPERANGE).
+    Dedupe {
+        src: PathBuf,
+        dst: PathBuf,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// Give FILE private copies of its shared pages in a range.
+    Unshare {
+        file: PathBuf,
+        #[arg(long, default_value_t = 0, value_parser = parse_size)]
+        offset: u64,
+        /// 0: to EOF.
+        #[arg(long, default_value_t = 0, value_parser = parse_size)]
+        len: u64,
+    },
+    /// List a file's extents: file offset, length, first arena page, shared.
+    Extents {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the owner state of arena page PFN, from a mount or an unmounted pool.
+    Page {
+        target: PathBuf,
+        pfn: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RangeArgs {
+    #[arg(long, value_parser = parse_size)]
+    src_offset: Option<u64>,
+    #[arg(long, value_parser = parse_size)]
+    dst_offset: Option<u64>,
+    /// 0 or absent: to the source's EOF.
+    #[arg(long, value_parser = parse_size)]
+    len: Option<u64>,
+}
+
+impl RangeArgs {
+    fn is_whole(&self) -> bool {
+        self.src_offset.is_none() && self.dst_offset.is_none() && self.len.is_none()
+    }
+    fn range(&self) -> reflink::Range {
+        reflink::Range {
+            src_offset: self.src_offset.unwrap_or(0),
+            dst_offset: self.dst_offset.unwrap_or(0),
+            len: self.len.unwrap_or(0),
+        }
+    }
 }
 
 /// Parses `4096`, `512K`, `64M`, `2G`, `1T`.
@@ -87,22 +148,13 @@ fn fail(what: &std::path::Path, why: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-const VERBS: &[&str] = &[
-    "mkfs",
-    "mount",
-    "stat",
-    "fsck",
-    "help",
-    "-h",
-    "--help",
-    "-V",
-    "--version",
-];
-
 /// mount.fuse3 runs `daxlink POOL MNT -o OPTS`: without a verb, it is a mount.
 fn with_verb(mut args: Vec<OsString>) -> Vec<OsString> {
-    if let Some(first) = args.get(1)
-        && !VERBS.contains(&first.to_string_lossy().as_ref())
+    let cmd = <Cli as clap::CommandFactory>::command();
+    if let Some(first) = args.get(1).map(|a| a.to_string_lossy().into_owned())
+        && !first.starts_with('-')
+        && first != "help"
+        && cmd.find_subcommand(&first).is_none()
     {
         args.insert(1, "mount".into());
     }
@@ -132,6 +184,13 @@ pub fn main() -> ExitCode {
         } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
         Cmd::Stat { mountpoint, json } => inspect::stat(&mountpoint, json),
         Cmd::Fsck { pool } => inspect::fsck(&pool),
+        Cmd::Clone { src, dst, range } => {
+            reflink::clone(&src, &dst, range.range(), range.is_whole())
+        }
+        Cmd::Dedupe { src, dst, range } => reflink::dedupe(&src, &dst, range.range()),
+        Cmd::Unshare { file, offset, len } => reflink::unshare(&file, offset, len),
+        Cmd::Extents { file, json } => reflink::extents(&file, json),
+        Cmd::Page { target, pfn, json } => reflink::page(&target, pfn, json),
     }
 }
 

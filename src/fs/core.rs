@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::Ctx;
 use super::error::{Error, Result};
-use super::extent::Extent;
 use super::inode::{Attr, Body, Timespec};
 use super::journal::Journal;
 use super::record::{Record, decode_all, encode_all};
@@ -14,7 +13,7 @@ use super::state::{Mode, State};
 use super::tx::Tx;
 use crate::arena::{Geometry, Media};
 use crate::dax::PageState;
-use crate::types::{Ino, PAGE_SIZE, Pfn};
+use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// When reads update atime.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +72,16 @@ pub struct Stats {
     pub inodes: u64,
     pub log_bytes: u64,
     pub generation: u64,
+}
+
+/// A run of a file's blocks on consecutive pages with one sharing state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub fblock: FileBlock,
+    pub pfn: Pfn,
+    pub len: u64,
+    /// Another file maps these pages too (a write copies them first).
+    pub shared: bool,
 }
 
 /// Bytes of checkpoint an inode costs at least; bounds `statfs`'s file count.
@@ -376,11 +385,35 @@ impl Core {
         }
     }
 
-    pub fn extents(&mut self, ino: Ino) -> Result<Vec<Extent>> {
-        match &self.inode(ino)?.body {
-            Body::File(m) => Ok(m.iter().collect()),
-            _ => Err(Error::Invalid),
+    /// The file's mapped ranges, split where pages change between shared (another
+    /// file holds them too) and private: what `daxlink extents` shows.
+    pub fn extents(&mut self, ino: Ino) -> Result<Vec<Mapping>> {
+        let Body::File(m) = &self.inode(ino)?.body else {
+            return Err(Error::Invalid);
+        };
+        let mut out: Vec<Mapping> = Vec::new();
+        for x in m.iter() {
+            for i in 0..x.len {
+                let pfn = x.pfn.plus(i);
+                let shared = self.page_is_cow(pfn);
+                match out.last_mut() {
+                    Some(l)
+                        if l.fblock.plus(l.len) == x.fblock.plus(i)
+                            && l.pfn.plus(l.len) == pfn
+                            && l.shared == shared =>
+                    {
+                        l.len += 1
+                    }
+                    _ => out.push(Mapping {
+                        fblock: x.fblock.plus(i),
+                        pfn,
+                        len: 1,
+                        shared,
+                    }),
+                }
+            }
         }
+        Ok(out)
     }
 
     pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {

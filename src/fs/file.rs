@@ -53,7 +53,7 @@ impl Core {
         }
     }
 
-    fn extent_map(&self, ino: Ino) -> Result<&super::extent::ExtentMap> {
+    pub(super) fn extent_map(&self, ino: Ino) -> Result<&super::extent::ExtentMap> {
         match &self.inode(ino)?.body {
             Body::File(m) => Ok(m),
             _ => Err(Error::Invalid),
@@ -61,7 +61,7 @@ impl Core {
     }
 
     /// A page another file also holds must be copied before it is written.
-    fn needs_cow(&self, pfn: Pfn) -> bool {
+    pub(super) fn page_is_cow(&self, pfn: Pfn) -> bool {
         matches!(self.st.pages.state(pfn), PageState::Shared { share } if share > 1)
     }
 
@@ -90,9 +90,15 @@ impl Core {
     }
 
     pub fn read(&mut self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
+        let buf = self.read_raw(ino, off, len)?;
+        self.note_access(ino);
+        Ok(buf)
+    }
+
+    /// Reads up to EOF without touching atime.
+    pub(super) fn read_raw(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
         let size = self.file_size(ino)?;
         if off >= size || len == 0 {
-            self.note_access(ino);
             return Ok(Vec::new());
         }
         let end = off.saturating_add(len).min(size);
@@ -106,8 +112,23 @@ impl Core {
             self.media
                 .read(at, &mut buf[(s - off) as usize..(e - off) as usize]);
         }
-        self.note_access(ino);
         Ok(buf)
+    }
+
+    /// Gives `ino` its own copy of block `b` if another file shares its page.
+    pub(super) fn unshare_block(&mut self, ino: Ino, b: FileBlock) -> Result<()> {
+        let Some(p) = self.extent_map(ino)?.lookup(b) else {
+            return Ok(());
+        };
+        if !self.page_is_cow(p) {
+            return Ok(());
+        }
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        self.media.read(p.offset().0, &mut page);
+        // Rewriting a whole page with its own bytes copies it and changes nothing else.
+        let mut tx = Tx::new();
+        let allocated = self.store(&mut tx, ino, b.byte(), Src::Bytes(&page))?;
+        self.commit_store(tx, &allocated)
     }
 
     /// Writes `src` at `off` into the media: in place where the file owns the page,
@@ -125,7 +146,7 @@ impl Core {
         for b in first.0..=last.0 {
             let b = FileBlock(b);
             match m.lookup(b) {
-                Some(p) if self.needs_cow(p) => fresh.push((b, Some(p))),
+                Some(p) if self.page_is_cow(p) => fresh.push((b, Some(p))),
                 Some(_) => {}
                 None if matches!(src, Src::Zeros(_)) => {}
                 None => fresh.push((b, None)),
@@ -210,7 +231,7 @@ impl Core {
     }
 
     /// Zeroes the bytes past EOF in the page holding EOF, before EOF moves up.
-    fn zero_past_eof(&mut self, ino: Ino, size: u64) -> Result<()> {
+    pub(super) fn zero_past_eof(&mut self, ino: Ino, size: u64) -> Result<()> {
         let tail = size % PAGE_SIZE;
         if tail == 0 {
             return Ok(());

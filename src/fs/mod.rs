@@ -11,6 +11,7 @@ pub mod inode;
 pub mod journal;
 mod namespace;
 pub mod record;
+mod reflink;
 pub mod state;
 mod tx;
 mod xattr;
@@ -18,11 +19,11 @@ mod xattr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::core::Core;
-pub use self::core::{AtimeMode, Options, SetAttr, SetTime, StatFs, Stats};
+pub use self::core::{AtimeMode, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
 pub use error::{Error, Result};
-pub use extent::Extent;
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::DirEntry;
+pub use reflink::{DEDUPE_MAX, Dedupe};
 
 use crate::arena::Media;
 use crate::dax::PageState;
@@ -110,7 +111,15 @@ impl Fs {
         /// Names, each followed by a NUL, as listxattr(2) returns them.
         fn listxattr(&self, ino: Ino) -> Result<Vec<u8>>;
         fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()>;
-        fn extents(&self, ino: Ino) -> Result<Vec<Extent>>;
+        /// FICLONERANGE: shares blocks; returns the bytes cloned.
+        fn clone_range(&self, src: Ino, src_off: u64, dst: Ino, dst_off: u64, len: u64) -> Result<u64>;
+        /// FIDEDUPERANGE for one destination.
+        fn dedupe_range(&self, src: Ino, src_off: u64, dst: Ino, dst_off: u64, len: u64) -> Result<Dedupe>;
+        /// copy_file_range(2): shares whole blocks, copies the rest; returns bytes copied.
+        fn copy_range(&self, src: Ino, src_off: u64, dst: Ino, dst_off: u64, len: u64) -> Result<u64>;
+        /// Gives the file private copies of its shared pages in the range.
+        fn unshare(&self, ino: Ino, off: u64, len: u64) -> Result<()>;
+        fn extents(&self, ino: Ino) -> Result<Vec<Mapping>>;
         fn page_state(&self, pfn: Pfn) -> Result<PageState>;
         /// Checks every structure against every other (tests and fsck call it).
         fn check(&self) -> std::result::Result<(), String>;

@@ -10,15 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::ioctl;
-use crate::fs::{Attr, Ctx, Error, Fs, Kind, SetAttr, SetTime, Timespec};
-use crate::types::Ino;
+use crate::fs::{Attr, Ctx, Dedupe, Error, Fs, Kind, SetAttr, SetTime, Timespec};
+use crate::types::{Ino, Pfn};
 
 /// How long the kernel may cache names and attributes. Every change to them passes
 /// through this mount, whose kernel side invalidates its own cache.
@@ -29,6 +30,8 @@ const MAX_WRITE: u32 = 1 << 20;
 struct Handle {
     ino: Ino,
     append: bool,
+    /// Opened for writing: what dedupe and unshare require of their target.
+    write: bool,
 }
 
 pub struct DaxFuse {
@@ -119,11 +122,13 @@ impl DaxFuse {
 
     fn new_handle(&self, ino: Ino, flags: i32) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let write = matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR);
         self.handles.insert(
             fh,
             Handle {
                 ino,
                 append: flags & libc::O_APPEND != 0,
+                write,
             },
         );
         FileHandle(fh)
@@ -497,21 +502,42 @@ impl Filesystem for DaxFuse {
 
     fn ioctl(
         &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
+        req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
         _flags: IoctlFlags,
         cmd: u32,
-        _in_data: &[u8],
+        in_data: &[u8],
         out_size: u32,
         reply: ReplyIoctl,
     ) {
-        match cmd {
-            ioctl::DAXLINK_IOC_STATS if out_size as usize >= ioctl::STATS_LEN => {
-                reply.ioctl(0, &ioctl::encode_stats(&self.fs.stats()))
-            }
-            ioctl::DAXLINK_IOC_STATS => reply.error(Errno::EINVAL),
-            _ => reply.error(Errno::ENOTTY),
+        match self.ioctl_inner(req, ino(i), fh, cmd, in_data, out_size as usize) {
+            Ok(out) => reply.ioctl(0, &out),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The kernel caps a legacy COPY_FILE_RANGE at 0xfffff000 bytes; callers loop.
+        let len = len.min(u32::MAX as u64 & !(crate::types::PAGE_SIZE - 1));
+        match self
+            .fs
+            .copy_range(ino(ino_in), offset_in, ino(ino_out), offset_out, len)
+        {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -545,6 +571,72 @@ impl Filesystem for DaxFuse {
             Err(e) => reply.error(errno(e)),
         }
     }
+}
+
+impl DaxFuse {
+    /// daxlink's ioctls (see `ioctl`); the reply must fit the caller's `out_size`.
+    fn ioctl_inner(
+        &self,
+        req: &Request,
+        i: Ino,
+        fh: FileHandle,
+        cmd: u32,
+        input: &[u8],
+        out_size: usize,
+    ) -> Result<Vec<u8>, Errno> {
+        let w = ioctl::words(input);
+        let arg = |n: usize| w.get(n).copied().ok_or(Errno::EINVAL);
+        let writable = || self.handles.get(&fh.0).is_some_and(|h| h.write);
+        let out = match cmd {
+            ioctl::DAXLINK_IOC_STATS => ioctl::encode_stats(&self.fs.stats()),
+            ioctl::DAXLINK_IOC_EXTENTS => {
+                ioctl::encode_extents(&self.fs.extents(i).map_err(errno)?, arg(0)?)
+            }
+            ioctl::DAXLINK_IOC_PAGE => {
+                let pfn = Pfn(arg(0)?);
+                ioctl::encode_page(pfn, self.fs.page_state(pfn).map_err(errno)?)
+            }
+            ioctl::DAXLINK_IOC_DEDUPE => {
+                if !writable() {
+                    return Err(Errno::EBADF);
+                }
+                let src = Ino(arg(0)?);
+                let a = self.fs.getattr(src).map_err(errno)?;
+                if !may_read(&a, req.uid(), req.gid()) {
+                    return Err(Errno::EACCES);
+                }
+                let r = self
+                    .fs
+                    .dedupe_range(src, arg(1)?, i, arg(2)?, arg(3)?)
+                    .map_err(errno)?;
+                let (bytes, status) = match r {
+                    Dedupe::Same { bytes } => (bytes, ioctl::DEDUPE_SAME),
+                    Dedupe::Differs => (0, ioctl::DEDUPE_DIFFERS),
+                };
+                ioctl::bytes(&[bytes, status], ioctl::DEDUPE_LEN)
+            }
+            ioctl::DAXLINK_IOC_UNSHARE => {
+                if !writable() {
+                    return Err(Errno::EBADF);
+                }
+                self.fs.unshare(i, arg(0)?, arg(1)?).map_err(errno)?;
+                Vec::new()
+            }
+            _ => return Err(Errno::ENOTTY),
+        };
+        if out.len() > out_size {
+            return Err(Errno::EINVAL);
+        }
+        Ok(out)
+    }
+}
+
+/// Whether `uid`/`gid` may read an inode with these attributes (primary group only).
+fn may_read(a: &Attr, uid: u32, gid: u32) -> bool {
+    uid == 0
+        || (a.uid == uid && a.mode & 0o400 != 0)
+        || (a.uid != uid && a.gid == gid && a.mode & 0o040 != 0)
+        || (a.uid != uid && a.gid != gid && a.mode & 0o004 != 0)
 }
 
 /// getxattr/listxattr size protocol: 0 asks for the size; too small is ERANGE.

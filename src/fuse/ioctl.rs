@@ -1,50 +1,82 @@
 //! daxlink's ioctls. FUSE forwards ioctls on regular files and directories only in
 //! restricted mode, so every argument is fixed-size and its size is encoded in the
-//! ioctl number (`_IOR`/`_IOW`/`_IOWR`).
+//! ioctl number (`_IOR`/`_IOW`/`_IOWR`). All fields are little-endian u64s.
 
-use crate::fs::Stats;
+use crate::dax::PageState;
+use crate::fs::{Mapping, Stats};
+use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// The ioctl "type" byte of daxlink.
 pub const IOC_TYPE: u32 = b'X' as u32;
-
+const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
-/// `_IOR(type, nr, size)`.
-pub const fn ior(nr: u32, size: u32) -> u32 {
-    (IOC_READ << 30) | (size << 16) | (IOC_TYPE << 8) | nr
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (IOC_TYPE << 8) | nr
 }
 
-/// Bytes of the `STATS` reply: nine little-endian u64s.
+/// Statistics (`daxlink stat`), on any file or directory of the mount.
 pub const STATS_LEN: usize = 9 * 8;
-/// Filesystem statistics (`daxlink stat`), on any file or directory of the mount.
-pub const DAXLINK_IOC_STATS: u32 = ior(1, STATS_LEN as u32);
+pub const DAXLINK_IOC_STATS: u32 = ioc(IOC_READ, 1, STATS_LEN);
+
+/// Extents of the file, from a file offset: in `[start]`; out `[count, more, next]`
+/// then `count` records `[file_offset, length, pfn, flags]`.
+pub const EXTENTS_MAX: usize = 256;
+pub const EXTENTS_LEN: usize = 3 * 8 + EXTENTS_MAX * 4 * 8;
+pub const DAXLINK_IOC_EXTENTS: u32 = ioc(IOC_READ | IOC_WRITE, 2, EXTENTS_LEN);
+pub const EXTENT_SHARED: u64 = 1;
+
+/// A page's owner state: in `[pfn]`; out `[pfn, state, mapping, index or share]`.
+pub const PAGE_LEN: usize = 4 * 8;
+pub const DAXLINK_IOC_PAGE: u32 = ioc(IOC_READ | IOC_WRITE, 3, PAGE_LEN);
+pub const PAGE_FREE: u64 = 0;
+pub const PAGE_OWNED: u64 = 1;
+pub const PAGE_SHARED: u64 = 2;
+
+/// Dedupe into the file the ioctl is on: in `[src inode, src offset, dst offset, len]`;
+/// out `[bytes deduped, status (0 same, 1 differs), 0, 0]`.
+pub const DEDUPE_LEN: usize = 4 * 8;
+pub const DAXLINK_IOC_DEDUPE: u32 = ioc(IOC_READ | IOC_WRITE, 4, DEDUPE_LEN);
+pub const DEDUPE_SAME: u64 = 0;
+pub const DEDUPE_DIFFERS: u64 = 1;
+
+/// Unshare a range of the file: in `[offset, len]`.
+pub const UNSHARE_LEN: usize = 2 * 8;
+pub const DAXLINK_IOC_UNSHARE: u32 = ioc(IOC_WRITE, 5, UNSHARE_LEN);
+
+/// Little-endian u64 words of an ioctl buffer; short input reads as missing.
+pub fn words(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect()
+}
+
+pub fn bytes(words: &[u64], len: usize) -> Vec<u8> {
+    let mut out: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    out.resize(len, 0);
+    out
+}
 
 pub fn encode_stats(s: &Stats) -> Vec<u8> {
-    [
-        s.block_size,
-        s.pages_total,
-        s.pages_used,
-        s.pages_free,
-        s.pages_shared,
-        s.warnings,
-        s.inodes,
-        s.log_bytes,
-        s.generation,
-    ]
-    .iter()
-    .flat_map(|v| v.to_le_bytes())
-    .collect()
+    bytes(
+        &[
+            s.block_size,
+            s.pages_total,
+            s.pages_used,
+            s.pages_free,
+            s.pages_shared,
+            s.warnings,
+            s.inodes,
+            s.log_bytes,
+            s.generation,
+        ],
+        STATS_LEN,
+    )
 }
 
 pub fn decode_stats(b: &[u8]) -> Option<Stats> {
-    if b.len() != STATS_LEN {
-        return None;
-    }
-    let v: Vec<u64> = b
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect();
-    Some(Stats {
+    let v = words(b);
+    (v.len() == 9).then(|| Stats {
         block_size: v[0],
         pages_total: v[1],
         pages_used: v[2],
@@ -57,25 +89,122 @@ pub fn decode_stats(b: &[u8]) -> Option<Stats> {
     })
 }
 
+/// One batch of extents starting at the first one that ends after `start`.
+pub fn encode_extents(all: &[Mapping], start: u64) -> Vec<u8> {
+    let from = all
+        .iter()
+        .position(|m| m.fblock.plus(m.len).byte() > start)
+        .unwrap_or(all.len());
+    let batch = &all[from..(from + EXTENTS_MAX).min(all.len())];
+    let more = from + batch.len() < all.len();
+    let next = batch.last().map_or(0, |m| m.fblock.plus(m.len).byte());
+    let mut w = vec![batch.len() as u64, more as u64, next];
+    for m in batch {
+        w.extend([
+            m.fblock.byte(),
+            m.len * PAGE_SIZE,
+            m.pfn.0,
+            if m.shared { EXTENT_SHARED } else { 0 },
+        ]);
+    }
+    bytes(&w, EXTENTS_LEN)
+}
+
+/// Decodes a batch: the mappings and where the next batch starts, if any.
+pub fn decode_extents(b: &[u8]) -> Option<(Vec<Mapping>, Option<u64>)> {
+    let w = words(b);
+    let (count, more, next) = (*w.first()? as usize, *w.get(1)?, *w.get(2)?);
+    if count > EXTENTS_MAX {
+        return None;
+    }
+    let recs = w.get(3..3 + count * 4)?;
+    let maps = recs
+        .chunks_exact(4)
+        .map(|r| Mapping {
+            fblock: FileBlock(r[0] / PAGE_SIZE),
+            len: r[1] / PAGE_SIZE,
+            pfn: Pfn(r[2]),
+            shared: r[3] & EXTENT_SHARED != 0,
+        })
+        .collect();
+    Some((maps, (more != 0).then_some(next)))
+}
+
+pub fn encode_page(pfn: Pfn, s: PageState) -> Vec<u8> {
+    let w = match s {
+        PageState::Free => [pfn.0, PAGE_FREE, 0, 0],
+        PageState::Owned { mapping, index } => [pfn.0, PAGE_OWNED, mapping.0, index.0],
+        PageState::Shared { share } => [pfn.0, PAGE_SHARED, 0, share],
+    };
+    bytes(&w, PAGE_LEN)
+}
+
+pub fn decode_page(b: &[u8]) -> Option<PageState> {
+    let w = words(b);
+    Some(match *w.get(1)? {
+        PAGE_FREE => PageState::Free,
+        PAGE_OWNED => PageState::Owned {
+            mapping: Ino(w[2]),
+            index: FileBlock(w[3]),
+        },
+        PAGE_SHARED => PageState::Shared { share: w[3] },
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn stats_roundtrip_and_size_is_in_the_number() {
-        let s = Stats {
-            block_size: 4096,
-            pages_total: 1,
-            pages_used: 2,
-            pages_free: 3,
-            pages_shared: 4,
-            warnings: 5,
-            inodes: 6,
-            log_bytes: 7,
-            generation: 8,
-        };
-        assert_eq!(decode_stats(&encode_stats(&s)), Some(s));
-        assert_eq!((DAXLINK_IOC_STATS >> 16) & 0x3fff, STATS_LEN as u32);
+    fn sizes_are_encoded_in_the_numbers_and_fit_the_ioc_field() {
+        for (cmd, len) in [
+            (DAXLINK_IOC_STATS, STATS_LEN),
+            (DAXLINK_IOC_EXTENTS, EXTENTS_LEN),
+            (DAXLINK_IOC_PAGE, PAGE_LEN),
+            (DAXLINK_IOC_DEDUPE, DEDUPE_LEN),
+            (DAXLINK_IOC_UNSHARE, UNSHARE_LEN),
+        ] {
+            assert_eq!(((cmd >> 16) & 0x3fff) as usize, len);
+            assert!(len < 1 << 14);
+        }
+    }
+
+    #[test]
+    fn extents_batch_and_resume() {
+        let all: Vec<Mapping> = (0..300)
+            .map(|i| Mapping {
+                fblock: FileBlock(i * 2),
+                pfn: Pfn(1000 + i * 3),
+                len: 1,
+                shared: i % 2 == 0,
+            })
+            .collect();
+        let (first, next) = decode_extents(&encode_extents(&all, 0)).unwrap();
+        assert_eq!(first, all[..EXTENTS_MAX]);
+        let (rest, none) = decode_extents(&encode_extents(&all, next.unwrap())).unwrap();
+        assert_eq!(rest, all[EXTENTS_MAX..]);
+        assert_eq!(none, None);
+    }
+
+    #[test]
+    fn page_states_roundtrip() {
+        for s in [
+            PageState::Free,
+            PageState::Owned {
+                mapping: Ino(5),
+                index: FileBlock(9),
+            },
+            PageState::Shared { share: 4 },
+        ] {
+            assert_eq!(decode_page(&encode_page(Pfn(77), s)), Some(s));
+        }
+    }
+
+    #[test]
+    fn malformed_replies_decode_to_none() {
         assert!(decode_stats(&[0; 8]).is_none());
+        assert!(decode_extents(&bytes(&[EXTENTS_MAX as u64 + 1, 0, 0], EXTENTS_LEN)).is_none());
+        assert!(decode_page(&bytes(&[1, 9], PAGE_LEN)).is_none());
     }
 }

@@ -1,0 +1,300 @@
+//! Verbs on files of a mounted daxlink: clone, dedupe, unshare, extents, page.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::fail;
+use crate::arena::{Access, Pool};
+use crate::dax::PageState;
+use crate::fs::{Fs, Mapping, Options};
+use crate::fuse::ioctl;
+use crate::types::{PAGE_SIZE, Pfn};
+
+/// Runs a daxlink ioctl whose argument is `buf` (in and out).
+fn ioctl_rw(f: &File, cmd: u32, buf: &mut [u8]) -> io::Result<()> {
+    debug_assert_eq!(((cmd >> 16) & 0x3fff) as usize, buf.len());
+    // SAFETY: the buffer is exactly the size the ioctl number encodes.
+    if unsafe { libc::ioctl(f.as_raw_fd(), cmd as _, buf.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn not_daxlink(e: io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENOTTY) {
+        "not on a daxlink mount".into()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Every mapped extent of an open file.
+pub fn extents_of(f: &File) -> Result<Vec<Mapping>, String> {
+    let mut all = Vec::new();
+    let mut start = 0;
+    loop {
+        let mut buf = ioctl::bytes(&[start], ioctl::EXTENTS_LEN);
+        ioctl_rw(f, ioctl::DAXLINK_IOC_EXTENTS, &mut buf).map_err(not_daxlink)?;
+        let (batch, next) = ioctl::decode_extents(&buf).ok_or("malformed extent reply")?;
+        all.extend(batch);
+        match next {
+            Some(n) => start = n,
+            None => return Ok(all),
+        }
+    }
+}
+
+pub fn extents(path: &Path, json: bool) -> ExitCode {
+    let maps = match File::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| extents_of(&f))
+    {
+        Ok(m) => m,
+        Err(e) => return fail(path, e),
+    };
+    if json {
+        let rows: Vec<String> = maps
+            .iter()
+            .map(|m| {
+                format!(
+                    "{{\"file_offset\":{},\"length\":{},\"pfn\":{},\"shared\":{}}}",
+                    m.fblock.byte(),
+                    m.len * PAGE_SIZE,
+                    m.pfn,
+                    m.shared
+                )
+            })
+            .collect();
+        println!("[{}]", rows.join(","));
+    } else {
+        println!(
+            "{:>5} {:>16} {:>14} {:>12}  flags",
+            "ext", "file_offset", "length", "pfn"
+        );
+        for (i, m) in maps.iter().enumerate() {
+            let flags = if m.shared { "shared" } else { "" };
+            println!(
+                "{i:>5} {:>16} {:>14} {:>12}  {flags}",
+                m.fblock.byte(),
+                m.len * PAGE_SIZE,
+                m.pfn
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn page_json(pfn: Pfn, s: PageState) -> String {
+    match s {
+        PageState::Free => format!("{{\"pfn\":{pfn},\"state\":\"free\"}}"),
+        PageState::Owned { mapping, index } => {
+            format!("{{\"pfn\":{pfn},\"state\":\"owned\",\"mapping\":{mapping},\"index\":{index}}}")
+        }
+        PageState::Shared { share } => {
+            format!("{{\"pfn\":{pfn},\"state\":\"shared\",\"share\":{share}}}")
+        }
+    }
+}
+
+/// The state of a page, from a mount (its ioctl) or from an unmounted pool.
+pub fn page(target: &Path, pfn: u64, json: bool) -> ExitCode {
+    let pfn = Pfn(pfn);
+    let state = if target.is_dir() {
+        File::open(target).map_err(|e| e.to_string()).and_then(|f| {
+            let mut buf = ioctl::bytes(&[pfn.0], ioctl::PAGE_LEN);
+            ioctl_rw(&f, ioctl::DAXLINK_IOC_PAGE, &mut buf).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::EINVAL) => format!("pfn {pfn} is not a data page of this pool"),
+                    _ => not_daxlink(e),
+                }
+            })?;
+            ioctl::decode_page(&buf).ok_or_else(|| "malformed page reply".to_string())
+        })
+    } else {
+        Pool::open(target, Access::Read, super::LOCK_WAIT).and_then(|pool| {
+            let fs = Fs::open(
+                pool.media.clone(),
+                Options {
+                    read_only: true,
+                    ..Options::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            fs.page_state(pfn)
+                .map_err(|_| format!("pfn {pfn} is not a data page of this pool"))
+        })
+    };
+    match state {
+        Ok(s) if json => println!("{}", page_json(pfn, s)),
+        Ok(PageState::Free) => println!("pfn {pfn}: free"),
+        Ok(PageState::Owned { mapping, index }) => {
+            println!("pfn {pfn}: owned by inode {mapping} at index {index}")
+        }
+        Ok(PageState::Shared { share }) => println!("pfn {pfn}: shared, share {share}"),
+        Err(e) => return fail(target, e),
+    }
+    ExitCode::SUCCESS
+}
+
+/// A byte range of a clone-style verb.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Range {
+    pub src_offset: u64,
+    pub dst_offset: u64,
+    /// 0: to the source's EOF.
+    pub len: u64,
+}
+
+/// `cp --reflink=always`: clones through copy_file_range, then proves that every
+/// mapped page of the range is shared with the source.
+pub fn clone(src: &Path, dst: &Path, r: Range, whole: bool) -> ExitCode {
+    match clone_inner(src, dst, r, whole) {
+        Ok(n) => {
+            println!(
+                "daxlink: cloned {n} bytes from {} to {}",
+                src.display(),
+                dst.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(dst, e),
+    }
+}
+
+fn clone_inner(src: &Path, dst: &Path, r: Range, whole: bool) -> Result<u64, String> {
+    if !r.src_offset.is_multiple_of(PAGE_SIZE) || !r.dst_offset.is_multiple_of(PAGE_SIZE) {
+        return Err(format!(
+            "offsets must be multiples of {PAGE_SIZE} bytes (EINVAL)"
+        ));
+    }
+    let s = File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let smeta = s.metadata().map_err(|e| e.to_string())?;
+    if !smeta.is_file() {
+        return Err(format!("{} is not a regular file", src.display()));
+    }
+    let size = smeta.len();
+    if r.src_offset > size {
+        return Err("source offset is past the source's EOF (EINVAL)".into());
+    }
+    let len = if r.len == 0 {
+        size - r.src_offset
+    } else {
+        r.len.min(size - r.src_offset)
+    };
+    if !len.is_multiple_of(PAGE_SIZE) && r.src_offset + len != size {
+        return Err(format!(
+            "length must be a multiple of {PAGE_SIZE} unless it ends at the source's EOF (EINVAL)"
+        ));
+    }
+    let d = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(whole)
+        .open(dst)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    if d.metadata().map_err(|e| e.to_string())?.dev() != smeta.dev() {
+        return Err("source and destination are on different filesystems (EXDEV)".into());
+    }
+    let (mut soff, mut doff) = (r.src_offset as i64, r.dst_offset as i64);
+    let mut left = len;
+    while left > 0 {
+        // SAFETY: both descriptors are open; the offsets are ours.
+        let n = unsafe {
+            libc::copy_file_range(
+                s.as_raw_fd(),
+                &mut soff,
+                d.as_raw_fd(),
+                &mut doff,
+                left as usize,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(format!("copy_file_range: {}", io::Error::last_os_error()));
+        }
+        if n == 0 {
+            break;
+        }
+        left -= n as u64;
+    }
+    verify_shared(&s, &d, r.src_offset, r.dst_offset, len)?;
+    Ok(len - left)
+}
+
+/// Every source page of the range must sit, shared, at the same place in the destination.
+fn verify_shared(s: &File, d: &File, soff: u64, doff: u64, len: u64) -> Result<(), String> {
+    let pages = |maps: &[Mapping], off: u64| -> Vec<(u64, Pfn, bool)> {
+        maps.iter()
+            .flat_map(|m| {
+                (0..m.len).map(move |i| (m.fblock.plus(i).byte(), m.pfn.plus(i), m.shared))
+            })
+            .filter(|(o, _, _)| *o >= off && *o < off + len)
+            .map(|(o, p, sh)| (o - off, p, sh))
+            .collect()
+    };
+    let sp = pages(&extents_of(s)?, soff);
+    let dp = pages(&extents_of(d)?, doff);
+    let unshared = sp
+        .iter()
+        .filter(|p| !dp.iter().any(|q| q.0 == p.0 && q.1 == p.1 && q.2))
+        .count();
+    if unshared > 0 || dp.len() != sp.len() {
+        return Err(format!(
+            "the clone did not share {unshared} of {} pages: blocks were copied",
+            sp.len()
+        ));
+    }
+    Ok(())
+}
+
+pub fn dedupe(src: &Path, dst: &Path, r: Range) -> ExitCode {
+    let run = || -> Result<(u64, u64), String> {
+        let sino = std::fs::metadata(src)
+            .map_err(|e| format!("{}: {e}", src.display()))?
+            .ino();
+        let d = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dst)
+            .map_err(|e| format!("cannot open: {e}"))?;
+        let mut buf = ioctl::bytes(
+            &[sino, r.src_offset, r.dst_offset, r.len],
+            ioctl::DEDUPE_LEN,
+        );
+        ioctl_rw(&d, ioctl::DAXLINK_IOC_DEDUPE, &mut buf).map_err(not_daxlink)?;
+        let w = ioctl::words(&buf);
+        Ok((w[0], w[1]))
+    };
+    match run() {
+        Ok((bytes, ioctl::DEDUPE_SAME)) => {
+            println!("{}: SAME, {bytes} bytes deduped", dst.display());
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            println!("{}: DIFFERS", dst.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(dst, e),
+    }
+}
+
+pub fn unshare(path: &Path, offset: u64, len: u64) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("cannot open: {e}"))?;
+        let len = if len == 0 { u64::MAX - offset } else { len };
+        let mut buf = ioctl::bytes(&[offset, len], ioctl::UNSHARE_LEN);
+        ioctl_rw(&f, ioctl::DAXLINK_IOC_UNSHARE, &mut buf).map_err(not_daxlink)
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(path, e),
+    }
+}
