@@ -54,6 +54,9 @@ fn shared_bytes(fs: &Fs, ino: Ino) -> u64 {
         .sum()
 }
 
+/// (what, src, src_off, dst, dst_off, len, expected)
+type Case = (&'static str, Ino, u64, Ino, u64, u64, Result<u64, Error>);
+
 #[test]
 fn clone_range_follows_the_vfs_rules_for_every_error_case() {
     let (_m, fs) = mkfs(64 << 20);
@@ -65,8 +68,7 @@ fn clone_range_follows_the_vfs_rules_for_every_error_case() {
         .unwrap()
         .ino;
     let tb8 = 8u64 << 40;
-    // (what, src, src_off, dst, dst_off, len, expected)
-    let cases: Vec<(&str, Ino, u64, Ino, u64, u64, Result<u64, Error>)> = vec![
+    let cases: Vec<Case> = vec![
         ("source is a directory", d, 0, b, 0, PS, Err(Error::IsDir)),
         (
             "destination is a directory",
