@@ -24,14 +24,7 @@ pub struct Allocator {
 impl Allocator {
     /// An allocator for `[start, end)` where every page is free.
     pub fn new(start: Pfn, end: Pfn) -> Self {
-        let mut a = Allocator {
-            start,
-            end,
-            free: BTreeMap::new(),
-            free_pages: 0,
-            busy: Vec::new(),
-            busy_pages: 0,
-        };
+        let mut a = Allocator { start, end, free: BTreeMap::new(), free_pages: 0, busy: Vec::new(), busy_pages: 0 };
         if end > start {
             a.insert_free(start.0, end.0 - start.0);
         }
@@ -58,12 +51,7 @@ impl Allocator {
         let mut out = Vec::new();
         let mut want = n;
         // The run holding `goal` (if any), then runs after it, then from the start.
-        let first = self
-            .free
-            .range(..=goal.0)
-            .next_back()
-            .filter(|(s, l)| *s + *l > goal.0)
-            .map(|(s, _)| *s);
+        let first = self.free.range(..=goal.0).next_back().filter(|(s, l)| *s + *l > goal.0).map(|(s, _)| *s);
         let candidates: Vec<u64> = first
             .into_iter()
             .chain(self.free.range(goal.0 + 1..).map(|(s, _)| *s))
@@ -76,11 +64,7 @@ impl Allocator {
             let Some(&len) = self.free.get(&s) else {
                 continue;
             };
-            let from = if s <= goal.0 && goal.0 < s + len {
-                goal.0
-            } else {
-                s
-            };
+            let from = if s <= goal.0 && goal.0 < s + len { goal.0 } else { s };
             let take = want.min(s + len - from);
             self.take(Pfn(from), take);
             out.push((Pfn(from), take));
@@ -112,10 +96,7 @@ impl Allocator {
 
     /// Whether every page of the range is free.
     pub fn is_free(&self, pfn: Pfn, len: u64) -> bool {
-        self.free
-            .range(..=pfn.0)
-            .next_back()
-            .is_some_and(|(s, l)| pfn.0 + len <= s + l)
+        self.free.range(..=pfn.0).next_back().is_some_and(|(s, l)| pfn.0 + len <= s + l)
     }
 
     /// Frees a range once the change that freed it is durable.
@@ -123,6 +104,24 @@ impl Allocator {
         debug_assert!(pfn >= self.start && pfn.0 + len <= self.end.0);
         self.busy.push((pfn, len));
         self.busy_pages += len;
+    }
+
+    /// Takes a failed page out of circulation, whether it is free or busy.
+    pub fn retire(&mut self, pfn: Pfn) {
+        if self.take(pfn, 1) {
+            return;
+        }
+        if let Some(i) = self.busy.iter().position(|&(p, n)| pfn >= p && pfn.0 < p.0 + n) {
+            let (p, n) = self.busy.remove(i);
+            let before = pfn.0 - p.0;
+            if before > 0 {
+                self.busy.push((p, before));
+            }
+            if n - before > 1 {
+                self.busy.push((pfn.plus(1), n - before - 1));
+            }
+            self.busy_pages -= 1;
+        }
     }
 
     /// The log has committed: busy pages become allocatable.
@@ -135,12 +134,7 @@ impl Allocator {
 
     fn insert_free(&mut self, mut s: u64, mut l: u64) {
         // The run must not overlap a free run already there.
-        debug_assert!(
-            self.free
-                .range(..s + l)
-                .next_back()
-                .is_none_or(|(a, b)| a + b <= s)
-        );
+        debug_assert!(self.free.range(..s + l).next_back().is_none_or(|(a, b)| a + b <= s));
         self.free_pages += l;
         if let Some((&ps, &pl)) = self.free.range(..s).next_back()
             && ps + pl == s
@@ -161,20 +155,14 @@ impl Allocator {
         let mut prev_end = self.start.0;
         let mut total = 0;
         for (&s, &l) in &self.free {
-            if l == 0 || s < prev_end || (s == prev_end && s != self.start.0) || s + l > self.end.0
-            {
-                return Err(format!(
-                    "allocator: bad free run [{s}, +{l}) after {prev_end}"
-                ));
+            if l == 0 || s < prev_end || (s == prev_end && s != self.start.0) || s + l > self.end.0 {
+                return Err(format!("allocator: bad free run [{s}, +{l}) after {prev_end}"));
             }
             prev_end = s + l;
             total += l;
         }
         if total != self.free_pages {
-            return Err(format!(
-                "allocator: counted {total} free pages, recorded {}",
-                self.free_pages
-            ));
+            return Err(format!("allocator: counted {total} free pages, recorded {}", self.free_pages));
         }
         Ok(())
     }
@@ -202,12 +190,23 @@ mod tests {
         let got = a.alloc(Pfn(0), 4).unwrap();
         assert_eq!(got, vec![(Pfn(0), 4)]);
         a.free_later(Pfn(1), 2);
-        assert!(
-            a.alloc(Pfn(0), 1).is_none(),
-            "busy pages must not be allocatable"
-        );
+        assert!(a.alloc(Pfn(0), 1).is_none(), "busy pages must not be allocatable");
         a.commit();
         assert_eq!(a.alloc(Pfn(0), 2).unwrap(), vec![(Pfn(1), 2)]);
+        a.check().unwrap();
+    }
+
+    #[test]
+    fn retired_pages_leave_free_and_busy_space() {
+        let mut a = Allocator::new(Pfn(0), Pfn(8));
+        a.retire(Pfn(2));
+        assert_eq!(a.free_pages(), 7);
+        a.alloc(Pfn(0), 7).unwrap();
+        a.free_later(Pfn(4), 3);
+        a.retire(Pfn(5));
+        a.commit();
+        assert_eq!(a.free_pages(), 2);
+        assert!(a.is_free(Pfn(4), 1) && !a.is_free(Pfn(5), 1) && a.is_free(Pfn(6), 1));
         a.check().unwrap();
     }
 

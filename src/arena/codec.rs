@@ -96,9 +96,7 @@ impl<'a> Dec<'a> {
     pub fn bytes(&mut self, max: usize) -> Result<Vec<u8>, CodecError> {
         let n = self.u32()? as usize;
         if n > max {
-            return Err(CodecError(format!(
-                "byte string of {n} bytes exceeds {max}"
-            )));
+            return Err(CodecError(format!("byte string of {n} bytes exceeds {max}")));
         }
         Ok(self.take(n)?.to_vec())
     }

@@ -48,9 +48,7 @@ impl Geometry {
     /// (at least 4 MiB), each checkpoint slot 1/32 (at least 4 MiB).
     pub fn for_size(size: u64, uuid: [u8; 16]) -> Result<Geometry, LayoutError> {
         if size < MIN_POOL_SIZE {
-            return Err(LayoutError(format!(
-                "pool size {size} is below the minimum of {MIN_POOL_SIZE} bytes"
-            )));
+            return Err(LayoutError(format!("pool size {size} is below the minimum of {MIN_POOL_SIZE} bytes")));
         }
         let pages_total = size / PAGE_SIZE;
         let log_pages = (pages_total / 64).max(1024);
@@ -60,9 +58,7 @@ impl Geometry {
         let cp1 = cp0.plus(cp_pages);
         let data_start = cp1.plus(cp_pages);
         if data_start.0 + 16 > pages_total {
-            return Err(LayoutError(format!(
-                "pool size {size} leaves no room for data"
-            )));
+            return Err(LayoutError(format!("pool size {size} leaves no room for data")));
         }
         Ok(Geometry {
             pool_size: pages_total * PAGE_SIZE,
@@ -86,12 +82,7 @@ impl Geometry {
 
     /// Whether `[pfn, pfn + len)` lies inside the data region.
     pub fn is_data_range(&self, pfn: Pfn, len: u64) -> bool {
-        len > 0
-            && self.is_data(pfn)
-            && pfn
-                .0
-                .checked_add(len)
-                .is_some_and(|end| end <= self.pages_total)
+        len > 0 && self.is_data(pfn) && pfn.0.checked_add(len).is_some_and(|end| end <= self.pages_total)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -122,23 +113,17 @@ impl Geometry {
     pub fn decode(bytes: &[u8], media_len: u64) -> Result<Geometry, LayoutError> {
         let bad = |why: String| LayoutError(why);
         if bytes.len() < SB_LEN || &bytes[..8] != MAGIC {
-            return Err(bad(
-                "not a daxlink pool (no daxlink magic in the superblock)".into(),
-            ));
+            return Err(bad("not a daxlink pool (no daxlink magic in the superblock)".into()));
         }
         let stored = u32::from_le_bytes(bytes[SB_LEN - 4..SB_LEN].try_into().unwrap_or_default());
         if checksum(&bytes[..SB_LEN - 4]) != stored {
-            return Err(bad(
-                "superblock checksum mismatch (damaged superblock)".into()
-            ));
+            return Err(bad("superblock checksum mismatch (damaged superblock)".into()));
         }
         let codec = |e: super::codec::CodecError| bad(format!("superblock: {e}"));
         let mut d = Dec::new(&bytes[8..SB_LEN - 4]);
         let version = d.u32().map_err(codec)?;
         if version != VERSION {
-            return Err(bad(format!(
-                "unsupported pool version {version} (this daxlink reads {VERSION})"
-            )));
+            return Err(bad(format!("unsupported pool version {version} (this daxlink reads {VERSION})")));
         }
         let block = d.u32().map_err(codec)?;
         if block as u64 != PAGE_SIZE {
@@ -166,8 +151,8 @@ impl Geometry {
                 g.pool_size
             )));
         }
-        let expect = Geometry::for_size(g.pool_size, uuid)
-            .map_err(|e| bad(format!("superblock geometry invalid: {e}")))?;
+        let expect =
+            Geometry::for_size(g.pool_size, uuid).map_err(|e| bad(format!("superblock geometry invalid: {e}")))?;
         if expect != g {
             return Err(bad("superblock geometry is inconsistent".into()));
         }
@@ -216,10 +201,7 @@ mod tests {
         for i in 0..good.len() {
             let mut b = good.clone();
             b[i] ^= 0x5a;
-            assert!(
-                Geometry::decode(&b, g.pool_size).is_err(),
-                "byte {i} flip accepted"
-            );
+            assert!(Geometry::decode(&b, g.pool_size).is_err(), "byte {i} flip accepted");
         }
     }
 

@@ -44,11 +44,7 @@ impl MmapMedia {
             o.len(len as usize);
             o
         };
-        let map = if writable {
-            opts.map_raw(file)?
-        } else {
-            opts.map_raw_read_only(file)?
-        };
+        let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
         Ok(MmapMedia { map, len })
     }
 }
@@ -61,31 +57,17 @@ impl Media for MmapMedia {
         check_range(self.len, off, buf.len() as u64);
         // SAFETY: the range is inside the mapping (checked above), the mapping lives as
         // long as `self`, and `buf` cannot alias the mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.map.as_ptr().add(off as usize),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        }
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off as usize), buf.as_mut_ptr(), buf.len()) }
     }
     fn write(&self, off: u64, data: &[u8]) {
         check_range(self.len, off, data.len() as u64);
         // SAFETY: as in `read`; concurrent writers of one range are excluded by the fs lock.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.map.as_mut_ptr().add(off as usize),
-                data.len(),
-            )
-        }
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(off as usize), data.len()) }
     }
     fn fill(&self, off: u64, len: u64, byte: u8) {
         check_range(self.len, off, len);
         // SAFETY: as in `write`.
-        unsafe {
-            std::ptr::write_bytes(self.map.as_mut_ptr().add(off as usize), byte, len as usize)
-        }
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(off as usize), byte, len as usize) }
     }
     fn flush(&self, off: u64, len: u64) -> io::Result<()> {
         check_range(self.len, off, len);
@@ -100,18 +82,14 @@ pub struct MemMedia {
 
 impl MemMedia {
     pub fn new(len: u64) -> Self {
-        MemMedia {
-            bytes: Mutex::new(vec![0; len as usize]),
-        }
+        MemMedia { bytes: Mutex::new(vec![0; len as usize]) }
     }
     /// A copy of the whole media, e.g. to reopen it as if after a crash.
     pub fn snapshot(&self) -> Vec<u8> {
         self.lock().clone()
     }
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        MemMedia {
-            bytes: Mutex::new(bytes),
-        }
+        MemMedia { bytes: Mutex::new(bytes) }
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         self.bytes.lock().unwrap_or_else(|e| e.into_inner())

@@ -68,8 +68,7 @@ fn mounted_at(path: &Path) -> Option<String> {
 }
 
 fn media_len(file: &mut File) -> Result<u64, String> {
-    file.seek(SeekFrom::End(0))
-        .map_err(|e| format!("cannot size: {e}"))
+    file.seek(SeekFrom::End(0)).map_err(|e| format!("cannot size: {e}"))
 }
 
 /// Whether `path` already holds a daxlink superblock.
@@ -78,9 +77,7 @@ fn has_superblock(file: &mut File) -> bool {
     let Ok(len) = media_len(file) else {
         return false;
     };
-    file.seek(SeekFrom::Start(0)).is_ok()
-        && file.read_exact(&mut sb).is_ok()
-        && Geometry::decode(&sb, len).is_ok()
+    file.seek(SeekFrom::Start(0)).is_ok() && file.read_exact(&mut sb).is_ok() && Geometry::decode(&sb, len).is_ok()
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -110,19 +107,13 @@ impl Pool {
             media_len(&mut file)?
         } else {
             let size = size / PAGE_SIZE * PAGE_SIZE;
-            file.set_len(0)
-                .map_err(|e| format!("cannot truncate: {e}"))?;
-            file.set_len(size)
-                .map_err(|e| format!("cannot size to {size} bytes: {e}"))?;
+            file.set_len(0).map_err(|e| format!("cannot truncate: {e}"))?;
+            file.set_len(size).map_err(|e| format!("cannot size to {size} bytes: {e}"))?;
             size
         };
         Geometry::for_size(len, [0; 16]).map_err(|e| e.0)?;
         let media = MmapMedia::new(&file, len, true).map_err(|e| format!("cannot map: {e}"))?;
-        Ok(Pool {
-            path: absolute(path),
-            media: Arc::new(media),
-            _file: file,
-        })
+        Ok(Pool { path: absolute(path), media: Arc::new(media), _file: file })
     }
 
     /// Opens an existing pool that is not mounted, waiting up to `wait` for a daemon
@@ -139,27 +130,17 @@ impl Pool {
         lock(&file, access, wait)?;
         let len = media_len(&mut file)?;
         if len < PAGE_SIZE {
-            return Err(format!(
-                "pool is truncated: {len} bytes, smaller than a superblock"
-            ));
+            return Err(format!("pool is truncated: {len} bytes, smaller than a superblock"));
         }
-        let media = MmapMedia::new(&file, len, access == Access::Write)
-            .map_err(|e| format!("cannot map: {e}"))?;
-        Ok(Pool {
-            path: absolute(path),
-            media: Arc::new(media),
-            _file: file,
-        })
+        let media = MmapMedia::new(&file, len, access == Access::Write).map_err(|e| format!("cannot map: {e}"))?;
+        Ok(Pool { path: absolute(path), media: Arc::new(media), _file: file })
     }
 }
 
 /// 16 random bytes for a pool's uuid.
 pub fn random_uuid() -> [u8; 16] {
     let mut u = [0u8; 16];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut u))
-        .is_err()
-    {
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut u)).is_err() {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

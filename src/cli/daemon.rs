@@ -68,14 +68,7 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
             if msg == "ok" {
                 ExitCode::SUCCESS
             } else {
-                eprintln!(
-                    "{}",
-                    if msg.is_empty() {
-                        "daxlink: the daemon died before mounting"
-                    } else {
-                        &msg
-                    }
-                );
+                eprintln!("{}", if msg.is_empty() { "daxlink: the daemon died before mounting" } else { &msg });
                 ExitCode::FAILURE
             }
         }
@@ -84,15 +77,10 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
 
 /// Opens the pool, mounts, calls `ready("ok")`, and serves until unmounted.
 fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
-    let access = if cfg.fs.read_only {
-        Access::Read
-    } else {
-        Access::Write
-    };
+    let access = if cfg.fs.read_only { Access::Read } else { Access::Write };
     let pool = Pool::open(&cfg.pool, access, LOCK_WAIT)?;
     let fs = Arc::new(Fs::open(pool.media.clone(), cfg.fs).map_err(|e| e.to_string())?);
-    let session =
-        fuse_mount(fs, cfg).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
+    let session = fuse_mount(fs, cfg).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
     ready("ok");
     // `run` calls `destroy` (the final checkpoint) when the kernel ends the session.
     session.run().map_err(|e| format!("session: {e}"))?;
@@ -102,11 +90,7 @@ fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
 
 /// The daemon's stdio must not hold the caller's terminal or pipes open.
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors.

@@ -17,18 +17,9 @@ pub fn stat(mnt: &Path, json: bool) -> ExitCode {
     };
     let mut buf = [0u8; ioctl::STATS_LEN];
     // SAFETY: the buffer is as long as the size encoded in the ioctl number.
-    let r = unsafe {
-        libc::ioctl(
-            f.as_raw_fd(),
-            ioctl::DAXLINK_IOC_STATS as _,
-            buf.as_mut_ptr(),
-        )
-    };
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), ioctl::DAXLINK_IOC_STATS as _, buf.as_mut_ptr()) };
     if r != 0 {
-        return fail(
-            mnt,
-            format!("not a daxlink mount ({})", std::io::Error::last_os_error()),
-        );
+        return fail(mnt, format!("not a daxlink mount ({})", std::io::Error::last_os_error()));
     }
     let Some(s) = ioctl::decode_stats(&buf) else {
         return fail(mnt, "malformed statistics");
@@ -43,6 +34,8 @@ pub fn stat(mnt: &Path, json: bool) -> ExitCode {
         ("inodes", s.inodes),
         ("log_bytes", s.log_bytes),
         ("generation", s.generation),
+        ("pages_bad", s.pages_bad),
+        ("holder_calls", s.holder_calls),
     ];
     if json {
         let body: Vec<String> = rows.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
@@ -67,10 +60,7 @@ pub fn fsck(path: &Path) -> ExitCode {
             return ExitCode::from(FSCK_OPERATIONAL);
         }
     };
-    let opts = Options {
-        read_only: true,
-        ..Options::default()
-    };
+    let opts = Options { read_only: true, ..Options::default() };
     let fs = match Fs::open(pool.media.clone(), opts) {
         Ok(fs) => fs,
         Err(e) => {

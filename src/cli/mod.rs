@@ -1,6 +1,7 @@
 //! The `daxlink` command line.
 
 mod daemon;
+mod failure;
 mod inspect;
 mod reflink;
 
@@ -13,13 +14,10 @@ use clap::{Parser, Subcommand};
 use crate::arena::Pool;
 use crate::arena::pool::random_uuid;
 use crate::fs::{Ctx, Fs};
+use crate::types::PAGE_SIZE;
 
 #[derive(Parser)]
-#[command(
-    name = "daxlink",
-    version,
-    about = "A reflink filesystem on a pmem-backed arena"
-)]
+#[command(name = "daxlink", version, about = "A reflink filesystem on a pmem-backed arena")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -85,6 +83,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make arena pages fail as a memory error would (root only).
+    InjectError {
+        mountpoint: PathBuf,
+        #[arg(long, conflicts_with_all = ["file", "offset"], required_unless_present = "file")]
+        pfn: Option<u64>,
+        #[arg(long, requires = "offset")]
+        file: Option<PathBuf>,
+        #[arg(long, value_parser = parse_size)]
+        offset: Option<u64>,
+        /// Bytes to fail (default one page).
+        #[arg(long, default_value_t = PAGE_SIZE, value_parser = parse_size)]
+        len: u64,
+    },
+    /// List failed pages and the files that own them.
+    Poison {
+        mountpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the owner state of arena page PFN, from a mount or an unmounted pool.
     Page {
         target: PathBuf,
@@ -134,8 +151,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 0),
     };
     let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(1 << shift).ok_or_else(|| format!("size '{s}' is too large"))
 }
 
 /// How long a verb waits for a daemon that is finishing its unmount to let go of the
@@ -167,30 +183,28 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match cli.cmd {
         Cmd::Mkfs { size, force, pool } => mkfs(&pool, size, force),
-        Cmd::Mount {
-            pool,
-            mountpoint,
-            foreground,
-            o,
-        } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
+        Cmd::Mount { pool, mountpoint, foreground, o } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
         Cmd::Stat { mountpoint, json } => inspect::stat(&mountpoint, json),
         Cmd::Fsck { pool } => inspect::fsck(&pool),
-        Cmd::Clone { src, dst, range } => {
-            reflink::clone(&src, &dst, range.range(), range.is_whole())
-        }
+        Cmd::Clone { src, dst, range } => reflink::clone(&src, &dst, range.range(), range.is_whole()),
         Cmd::Dedupe { src, dst, range } => reflink::dedupe(&src, &dst, range.range()),
         Cmd::Unshare { file, offset, len } => reflink::unshare(&file, offset, len),
         Cmd::Extents { file, json } => reflink::extents(&file, json),
         Cmd::Page { target, pfn, json } => reflink::page(&target, pfn, json),
+        Cmd::InjectError { mountpoint, pfn, file, offset, len } => {
+            let target = match (pfn, file, offset) {
+                (Some(p), _, _) => failure::Target::Pfn(p),
+                (None, Some(f), Some(o)) => failure::Target::File(f, o),
+                _ => return fail(&mountpoint, "give --pfn N, or --file F --offset O"),
+            };
+            failure::inject(&mountpoint, target, len)
+        }
+        Cmd::Poison { mountpoint, json } => failure::poison(&mountpoint, json),
     }
 }
 
@@ -200,20 +214,11 @@ fn mkfs(path: &std::path::Path, size: u64, force: bool) -> ExitCode {
         Err(e) => return fail(path, e),
     };
     // SAFETY: getuid/getgid cannot fail.
-    let ctx = unsafe {
-        Ctx {
-            uid: libc::getuid(),
-            gid: libc::getgid(),
-        }
-    };
+    let ctx = unsafe { Ctx { uid: libc::getuid(), gid: libc::getgid() } };
     if let Err(e) = Fs::mkfs(&*pool.media, ctx, random_uuid()) {
         return fail(path, e);
     }
-    println!(
-        "daxlink: made a {} MiB pool at {}",
-        crate::arena::Media::len(&*pool.media) >> 20,
-        pool.path.display()
-    );
+    println!("daxlink: made a {} MiB pool at {}", crate::arena::Media::len(&*pool.media) >> 20, pool.path.display());
     ExitCode::SUCCESS
 }
 

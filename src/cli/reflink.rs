@@ -15,7 +15,7 @@ use crate::fuse::ioctl;
 use crate::types::{PAGE_SIZE, Pfn};
 
 /// Runs a daxlink ioctl whose argument is `buf` (in and out).
-fn ioctl_rw(f: &File, cmd: u32, buf: &mut [u8]) -> io::Result<()> {
+pub(super) fn ioctl_rw(f: &File, cmd: u32, buf: &mut [u8]) -> io::Result<()> {
     debug_assert_eq!(((cmd >> 16) & 0x3fff) as usize, buf.len());
     // SAFETY: the buffer is exactly the size the ioctl number encodes.
     if unsafe { libc::ioctl(f.as_raw_fd(), cmd as _, buf.as_mut_ptr()) } != 0 {
@@ -24,12 +24,8 @@ fn ioctl_rw(f: &File, cmd: u32, buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn not_daxlink(e: io::Error) -> String {
-    if e.raw_os_error() == Some(libc::ENOTTY) {
-        "not on a daxlink mount".into()
-    } else {
-        e.to_string()
-    }
+pub(super) fn not_daxlink(e: io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENOTTY) { "not on a daxlink mount".into() } else { e.to_string() }
 }
 
 /// Every mapped extent of an open file.
@@ -49,10 +45,7 @@ pub fn extents_of(f: &File) -> Result<Vec<Mapping>, String> {
 }
 
 pub fn extents(path: &Path, json: bool) -> ExitCode {
-    let maps = match File::open(path)
-        .map_err(|e| e.to_string())
-        .and_then(|f| extents_of(&f))
-    {
+    let maps = match File::open(path).map_err(|e| e.to_string()).and_then(|f| extents_of(&f)) {
         Ok(m) => m,
         Err(e) => return fail(path, e),
     };
@@ -61,43 +54,49 @@ pub fn extents(path: &Path, json: bool) -> ExitCode {
             .iter()
             .map(|m| {
                 format!(
-                    "{{\"file_offset\":{},\"length\":{},\"pfn\":{},\"shared\":{}}}",
+                    "{{\"file_offset\":{},\"length\":{},\"pfn\":{},\"shared\":{},\"poisoned\":{}}}",
                     m.fblock.byte(),
                     m.len * PAGE_SIZE,
                     m.pfn,
-                    m.shared
+                    m.shared,
+                    m.poisoned
                 )
             })
             .collect();
         println!("[{}]", rows.join(","));
     } else {
-        println!(
-            "{:>5} {:>16} {:>14} {:>12}  flags",
-            "ext", "file_offset", "length", "pfn"
-        );
+        println!("{:>5} {:>16} {:>14} {:>12}  flags", "ext", "file_offset", "length", "pfn");
         for (i, m) in maps.iter().enumerate() {
-            let flags = if m.shared { "shared" } else { "" };
-            println!(
-                "{i:>5} {:>16} {:>14} {:>12}  {flags}",
-                m.fblock.byte(),
-                m.len * PAGE_SIZE,
-                m.pfn
-            );
+            let flags: Vec<&str> =
+                [(m.shared, "shared"), (m.poisoned, "poisoned")].iter().filter(|f| f.0).map(|f| f.1).collect();
+            let flags = flags.join(",");
+            println!("{i:>5} {:>16} {:>14} {:>12}  {flags}", m.fblock.byte(), m.len * PAGE_SIZE, m.pfn);
         }
     }
     ExitCode::SUCCESS
 }
 
-fn page_json(pfn: Pfn, s: PageState) -> String {
+/// `state` is `bad` for a failed page; the ownership fields still say who holds it.
+fn page_json(pfn: Pfn, s: PageState, bad: bool) -> String {
+    let state = |own: &str| if bad { "bad".to_string() } else { own.to_string() };
     match s {
-        PageState::Free => format!("{{\"pfn\":{pfn},\"state\":\"free\"}}"),
+        PageState::Free => format!("{{\"pfn\":{pfn},\"state\":\"{}\"}}", state("free")),
         PageState::Owned { mapping, index } => {
-            format!("{{\"pfn\":{pfn},\"state\":\"owned\",\"mapping\":{mapping},\"index\":{index}}}")
+            format!("{{\"pfn\":{pfn},\"state\":\"{}\",\"mapping\":{mapping},\"index\":{index}}}", state("owned"))
         }
         PageState::Shared { share } => {
-            format!("{{\"pfn\":{pfn},\"state\":\"shared\",\"share\":{share}}}")
+            format!("{{\"pfn\":{pfn},\"state\":\"{}\",\"share\":{share}}}", state("shared"))
         }
     }
+}
+
+fn page_text(pfn: Pfn, s: PageState, bad: bool) -> String {
+    let own = match s {
+        PageState::Free => "free".to_string(),
+        PageState::Owned { mapping, index } => format!("owned by inode {mapping} at index {index}"),
+        PageState::Shared { share } => format!("shared, share {share}"),
+    };
+    if bad { format!("pfn {pfn}: bad ({own})") } else { format!("pfn {pfn}: {own}") }
 }
 
 /// The state of a page, from a mount (its ioctl) or from an unmounted pool.
@@ -106,35 +105,22 @@ pub fn page(target: &Path, pfn: u64, json: bool) -> ExitCode {
     let state = if target.is_dir() {
         File::open(target).map_err(|e| e.to_string()).and_then(|f| {
             let mut buf = ioctl::bytes(&[pfn.0], ioctl::PAGE_LEN);
-            ioctl_rw(&f, ioctl::DAXLINK_IOC_PAGE, &mut buf).map_err(|e| {
-                match e.raw_os_error() {
-                    Some(libc::EINVAL) => format!("pfn {pfn} is not a data page of this pool"),
-                    _ => not_daxlink(e),
-                }
+            ioctl_rw(&f, ioctl::DAXLINK_IOC_PAGE, &mut buf).map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => format!("pfn {pfn} is not a data page of this pool"),
+                _ => not_daxlink(e),
             })?;
             ioctl::decode_page(&buf).ok_or_else(|| "malformed page reply".to_string())
         })
     } else {
         Pool::open(target, Access::Read, super::LOCK_WAIT).and_then(|pool| {
-            let fs = Fs::open(
-                pool.media.clone(),
-                Options {
-                    read_only: true,
-                    ..Options::default()
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            fs.page_state(pfn)
-                .map_err(|_| format!("pfn {pfn} is not a data page of this pool"))
+            let fs = Fs::open(pool.media.clone(), Options { read_only: true, ..Options::default() })
+                .map_err(|e| e.to_string())?;
+            let bad = |_| format!("pfn {pfn} is not a data page of this pool");
+            Ok((fs.page_state(pfn).map_err(bad)?, fs.page_is_bad(pfn).map_err(bad)?))
         })
     };
     match state {
-        Ok(s) if json => println!("{}", page_json(pfn, s)),
-        Ok(PageState::Free) => println!("pfn {pfn}: free"),
-        Ok(PageState::Owned { mapping, index }) => {
-            println!("pfn {pfn}: owned by inode {mapping} at index {index}")
-        }
-        Ok(PageState::Shared { share }) => println!("pfn {pfn}: shared, share {share}"),
+        Ok((s, bad)) => println!("{}", if json { page_json(pfn, s, bad) } else { page_text(pfn, s, bad) }),
         Err(e) => return fail(target, e),
     }
     ExitCode::SUCCESS
@@ -154,11 +140,7 @@ pub struct Range {
 pub fn clone(src: &Path, dst: &Path, r: Range, whole: bool) -> ExitCode {
     match clone_inner(src, dst, r, whole) {
         Ok(n) => {
-            println!(
-                "daxlink: cloned {n} bytes from {} to {}",
-                src.display(),
-                dst.display()
-            );
+            println!("daxlink: cloned {n} bytes from {} to {}", src.display(), dst.display());
             ExitCode::SUCCESS
         }
         Err(e) => fail(dst, e),
@@ -167,9 +149,7 @@ pub fn clone(src: &Path, dst: &Path, r: Range, whole: bool) -> ExitCode {
 
 fn clone_inner(src: &Path, dst: &Path, r: Range, whole: bool) -> Result<u64, String> {
     if !r.src_offset.is_multiple_of(PAGE_SIZE) || !r.dst_offset.is_multiple_of(PAGE_SIZE) {
-        return Err(format!(
-            "offsets must be multiples of {PAGE_SIZE} bytes (EINVAL)"
-        ));
+        return Err(format!("offsets must be multiples of {PAGE_SIZE} bytes (EINVAL)"));
     }
     let s = File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let smeta = s.metadata().map_err(|e| e.to_string())?;
@@ -180,15 +160,9 @@ fn clone_inner(src: &Path, dst: &Path, r: Range, whole: bool) -> Result<u64, Str
     if r.src_offset > size {
         return Err("source offset is past the source's EOF (EINVAL)".into());
     }
-    let len = if r.len == 0 {
-        size - r.src_offset
-    } else {
-        r.len.min(size - r.src_offset)
-    };
+    let len = if r.len == 0 { size - r.src_offset } else { r.len.min(size - r.src_offset) };
     if !len.is_multiple_of(PAGE_SIZE) && r.src_offset + len != size {
-        return Err(format!(
-            "length must be a multiple of {PAGE_SIZE} unless it ends at the source's EOF (EINVAL)"
-        ));
+        return Err(format!("length must be a multiple of {PAGE_SIZE} unless it ends at the source's EOF (EINVAL)"));
     }
     let d = OpenOptions::new()
         .write(true)
@@ -203,16 +177,7 @@ fn clone_inner(src: &Path, dst: &Path, r: Range, whole: bool) -> Result<u64, Str
     let mut left = len;
     while left > 0 {
         // SAFETY: both descriptors are open; the offsets are ours.
-        let n = unsafe {
-            libc::copy_file_range(
-                s.as_raw_fd(),
-                &mut soff,
-                d.as_raw_fd(),
-                &mut doff,
-                left as usize,
-                0,
-            )
-        };
+        let n = unsafe { libc::copy_file_range(s.as_raw_fd(), &mut soff, d.as_raw_fd(), &mut doff, left as usize, 0) };
         if n < 0 {
             return Err(format!("copy_file_range: {}", io::Error::last_os_error()));
         }
@@ -229,42 +194,25 @@ fn clone_inner(src: &Path, dst: &Path, r: Range, whole: bool) -> Result<u64, Str
 fn verify_shared(s: &File, d: &File, soff: u64, doff: u64, len: u64) -> Result<(), String> {
     let pages = |maps: &[Mapping], off: u64| -> Vec<(u64, Pfn, bool)> {
         maps.iter()
-            .flat_map(|m| {
-                (0..m.len).map(move |i| (m.fblock.plus(i).byte(), m.pfn.plus(i), m.shared))
-            })
+            .flat_map(|m| (0..m.len).map(move |i| (m.fblock.plus(i).byte(), m.pfn.plus(i), m.shared)))
             .filter(|(o, _, _)| *o >= off && *o < off + len)
             .map(|(o, p, sh)| (o - off, p, sh))
             .collect()
     };
     let sp = pages(&extents_of(s)?, soff);
     let dp = pages(&extents_of(d)?, doff);
-    let unshared = sp
-        .iter()
-        .filter(|p| !dp.iter().any(|q| q.0 == p.0 && q.1 == p.1 && q.2))
-        .count();
+    let unshared = sp.iter().filter(|p| !dp.iter().any(|q| q.0 == p.0 && q.1 == p.1 && q.2)).count();
     if unshared > 0 || dp.len() != sp.len() {
-        return Err(format!(
-            "the clone did not share {unshared} of {} pages: blocks were copied",
-            sp.len()
-        ));
+        return Err(format!("the clone did not share {unshared} of {} pages: blocks were copied", sp.len()));
     }
     Ok(())
 }
 
 pub fn dedupe(src: &Path, dst: &Path, r: Range) -> ExitCode {
     let run = || -> Result<(u64, u64), String> {
-        let sino = std::fs::metadata(src)
-            .map_err(|e| format!("{}: {e}", src.display()))?
-            .ino();
-        let d = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dst)
-            .map_err(|e| format!("cannot open: {e}"))?;
-        let mut buf = ioctl::bytes(
-            &[sino, r.src_offset, r.dst_offset, r.len],
-            ioctl::DEDUPE_LEN,
-        );
+        let sino = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?.ino();
+        let d = OpenOptions::new().read(true).write(true).open(dst).map_err(|e| format!("cannot open: {e}"))?;
+        let mut buf = ioctl::bytes(&[sino, r.src_offset, r.dst_offset, r.len], ioctl::DEDUPE_LEN);
         ioctl_rw(&d, ioctl::DAXLINK_IOC_DEDUPE, &mut buf).map_err(not_daxlink)?;
         let w = ioctl::words(&buf);
         Ok((w[0], w[1]))
@@ -284,11 +232,7 @@ pub fn dedupe(src: &Path, dst: &Path, r: Range) -> ExitCode {
 
 pub fn unshare(path: &Path, offset: u64, len: u64) -> ExitCode {
     let run = || -> Result<(), String> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| format!("cannot open: {e}"))?;
+        let f = OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("cannot open: {e}"))?;
         let len = if len == 0 { u64::MAX - offset } else { len };
         let mut buf = ioctl::bytes(&[offset, len], ioctl::UNSHARE_LEN);
         ioctl_rw(&f, ioctl::DAXLINK_IOC_UNSHARE, &mut buf).map_err(not_daxlink)

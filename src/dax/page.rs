@@ -11,6 +11,7 @@
 //!
 //! The record is rebuilt from the extent maps at mount; it is never persisted.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::types::{FileBlock, Ino, Pfn};
@@ -51,6 +52,10 @@ pub struct PageTable {
     base: Pfn,
     pages: Vec<PageRecord>,
     warnings: AtomicU64,
+    /// Pages that failed (`PageHWPoison`): never allocated again.
+    bad: BTreeSet<Pfn>,
+    /// How many times a memory failure consulted the holder.
+    holder_calls: u64,
 }
 
 impl PageTable {
@@ -59,12 +64,34 @@ impl PageTable {
             base,
             pages: vec![PageRecord::default(); len as usize],
             warnings: AtomicU64::new(0),
+            bad: BTreeSet::new(),
+            holder_calls: 0,
         }
     }
 
     /// How many ownership warnings (`WARN_ON_ONCE` analogues) have fired.
     pub fn warnings(&self) -> u64 {
         self.warnings.load(Ordering::Relaxed)
+    }
+
+    pub fn is_bad(&self, pfn: Pfn) -> bool {
+        self.bad.contains(&pfn)
+    }
+
+    pub fn mark_bad(&mut self, pfn: Pfn) {
+        self.bad.insert(pfn);
+    }
+
+    pub fn bad_pages(&self) -> impl Iterator<Item = Pfn> + '_ {
+        self.bad.iter().copied()
+    }
+
+    pub fn holder_calls(&self) -> u64 {
+        self.holder_calls
+    }
+
+    pub(super) fn count_holder_call(&mut self) {
+        self.holder_calls += 1;
     }
 
     pub fn contains(&self, pfn: Pfn) -> bool {
@@ -91,14 +118,9 @@ impl PageTable {
     pub fn state(&self, pfn: Pfn) -> PageState {
         let p = self.record(pfn);
         if p.mapping != 0 {
-            PageState::Owned {
-                mapping: Ino(p.mapping),
-                index: FileBlock(p.index_or_share),
-            }
+            PageState::Owned { mapping: Ino(p.mapping), index: FileBlock(p.index_or_share) }
         } else if p.index_or_share > 0 {
-            PageState::Shared {
-                share: p.index_or_share,
-            }
+            PageState::Shared { share: p.index_or_share }
         } else {
             PageState::Free
         }
@@ -143,11 +165,7 @@ impl PageTable {
             self.warn_on(share == 0, "associate(shared) of a page with share 0", pfn);
             self.page(pfn).index_or_share = share + 1;
         } else {
-            self.warn_on(
-                p.mapping != 0,
-                "associate of a page that already has a mapping",
-                pfn,
-            );
+            self.warn_on(p.mapping != 0, "associate of a page that already has a mapping", pfn);
             let p = self.page(pfn);
             p.mapping = mapping.0;
             p.index_or_share = index.0;
@@ -205,13 +223,7 @@ mod tests {
         let mut t = table();
         assert_eq!(t.state(P), PageState::Free);
         t.associate(P, A, FileBlock(7), false);
-        assert_eq!(
-            t.state(P),
-            PageState::Owned {
-                mapping: A,
-                index: FileBlock(7)
-            }
-        );
+        assert_eq!(t.state(P), PageState::Owned { mapping: A, index: FileBlock(7) });
         assert!(!t.is_shared(P));
         assert_eq!(t.warnings(), 0);
     }
@@ -220,13 +232,7 @@ mod tests {
     fn shared_associate_of_a_free_page_takes_the_owned_path() {
         let mut t = table();
         t.associate(P, A, FileBlock(3), true);
-        assert_eq!(
-            t.state(P),
-            PageState::Owned {
-                mapping: A,
-                index: FileBlock(3)
-            }
-        );
+        assert_eq!(t.state(P), PageState::Owned { mapping: A, index: FileBlock(3) });
         assert_eq!(t.warnings(), 0);
     }
 
@@ -236,11 +242,7 @@ mod tests {
         t.associate(P, A, FileBlock(0), false);
         t.associate(P, B, FileBlock(0), true);
         assert_eq!(t.state(P), PageState::Shared { share: 2 });
-        assert_eq!(
-            t.record(P).mapping,
-            0,
-            "mapping must be cleared once shared"
-        );
+        assert_eq!(t.record(P).mapping, 0, "mapping must be cleared once shared");
         t.associate(P, C, FileBlock(5), true);
         assert_eq!(t.state(P), PageState::Shared { share: 3 });
         assert_eq!(t.warnings(), 0);
@@ -275,13 +277,7 @@ mod tests {
         t.associate(P, A, FileBlock(1), false);
         t.associate(P, B, FileBlock(2), false);
         assert_eq!(t.warnings(), 1);
-        assert_eq!(
-            t.state(P),
-            PageState::Owned {
-                mapping: B,
-                index: FileBlock(2)
-            }
-        );
+        assert_eq!(t.state(P), PageState::Owned { mapping: B, index: FileBlock(2) });
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct Stats {
     pub inodes: u64,
     pub log_bytes: u64,
     pub generation: u64,
+    pub pages_bad: u64,
+    /// Memory failures that had to ask the holder (shared pages).
+    pub holder_calls: u64,
 }
 
 /// A run of a file's blocks on consecutive pages with one sharing state.
@@ -82,6 +85,8 @@ pub struct Mapping {
     pub len: u64,
     /// Another file maps these pages too (a write copies them first).
     pub shared: bool,
+    /// The pages failed: this file reads EIO here.
+    pub poisoned: bool,
 }
 
 /// Bytes of checkpoint an inode costs at least; bounds `statfs`'s file count.
@@ -103,8 +108,7 @@ pub struct Core {
 impl Core {
     pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
         let geo = Geometry::for_size(media.len(), uuid).map_err(|e| Error::Pool(e.0))?;
-        geo.write(media)
-            .map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
+        geo.write(media).map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
         let now = Timespec::now();
         let root = Attr {
             ino: Ino::ROOT,
@@ -130,33 +134,20 @@ impl Core {
         let rec = Journal::recover(&*media, &geo)?;
         let mut st = State::new(geo);
         let mut journal = rec.journal;
-        let recs =
-            decode_all(&rec.checkpoint).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+        let recs = decode_all(&rec.checkpoint).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
         for r in &recs {
-            st.apply(r, Mode::Replay)
-                .map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+            st.apply(r, Mode::Replay).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
         }
         for (n, tx) in rec.transactions.iter().enumerate() {
-            let recs =
-                decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+            let recs = decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
             for r in &recs {
-                st.apply(r, Mode::Replay)
-                    .map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+                st.apply(r, Mode::Replay).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
             }
             journal.account_replayed(recs.iter().map(Record::growth_bound).sum());
         }
         st.derive_free_space();
-        st.check()
-            .map_err(|e| Error::Pool(format!("inconsistent metadata: {e}")))?;
-        let mut core = Core {
-            media,
-            st,
-            journal,
-            open: HashMap::new(),
-            dirty: HashSet::new(),
-            opts,
-            shutdown: None,
-        };
+        st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}")))?;
+        let mut core = Core { media, st, journal, open: HashMap::new(), dirty: HashSet::new(), opts, shutdown: None };
         if !opts.read_only {
             core.free_orphans()?;
             // A fresh generation: nothing left in the log region can replay again.
@@ -167,24 +158,13 @@ impl Core {
 
     /// Inodes with no name and no opener (unlinked while open before a crash).
     fn free_orphans(&mut self) -> Result<()> {
-        let mut orphans: Vec<Ino> = self
-            .st
-            .inodes
-            .values()
-            .filter(|i| i.attr.nlink == 0)
-            .map(|i| i.attr.ino)
-            .collect();
+        let mut orphans: Vec<Ino> = self.st.inodes.values().filter(|i| i.attr.nlink == 0).map(|i| i.attr.ino).collect();
         orphans.sort();
         if orphans.is_empty() {
             return Ok(());
         }
         log::info!("freeing {} orphan inode(s)", orphans.len());
-        self.commit(
-            orphans
-                .into_iter()
-                .map(|ino| Record::FreeInode { ino })
-                .collect(),
-        )
+        self.commit(orphans.into_iter().map(|ino| Record::FreeInode { ino }).collect())
     }
 
     pub(super) fn writable(&self) -> Result<()> {
@@ -214,11 +194,9 @@ impl Core {
                 self.dirty.remove(&a.ino);
             }
             if let Err(e) = self.st.apply(r, Mode::Live) {
-                let msg = format!(
-                    "internal inconsistency applying {r:?}: {e}; filesystem is now read-only"
-                );
+                let msg = format!("internal inconsistency applying {r:?}: {e}; filesystem is now read-only");
                 log::error!("{msg}");
-                self.shutdown = Some(msg.clone());
+                self.shut_down(msg.clone());
                 return Err(Error::Io(msg));
             }
         }
@@ -243,6 +221,15 @@ impl Core {
         self.opts.atime
     }
 
+    pub(super) fn generation(&self) -> u64 {
+        self.journal.generation()
+    }
+
+    /// Stops all changes, as XFS's forced shutdown does.
+    pub(super) fn shut_down(&mut self, why: String) {
+        self.shutdown.get_or_insert(why);
+    }
+
     /// Marks attributes changed in memory; they reach the log at the next sync.
     pub(super) fn touch(&mut self, ino: Ino) {
         self.dirty.insert(ino);
@@ -254,10 +241,8 @@ impl Core {
         }
         let mut dirty: Vec<Ino> = self.dirty.iter().copied().collect();
         dirty.sort();
-        let recs = dirty
-            .into_iter()
-            .filter_map(|ino| self.st.inodes.get(&ino).map(|i| Record::SetInode(i.attr)))
-            .collect();
+        let recs =
+            dirty.into_iter().filter_map(|ino| self.st.inodes.get(&ino).map(|i| Record::SetInode(i.attr))).collect();
         self.commit(recs)?;
         self.journal.flush(&*self.media)?;
         self.st.alloc.commit();
@@ -382,6 +367,8 @@ impl Core {
             inodes: self.st.inodes.len() as u64,
             log_bytes: self.journal.log_used(),
             generation: self.journal.generation(),
+            pages_bad: self.st.pages.bad_pages().count() as u64,
+            holder_calls: self.st.pages.holder_calls(),
         }
     }
 
@@ -394,22 +381,18 @@ impl Core {
         let mut out: Vec<Mapping> = Vec::new();
         for x in m.iter() {
             for i in 0..x.len {
-                let pfn = x.pfn.plus(i);
+                let (fblock, pfn) = (x.fblock.plus(i), x.pfn.plus(i));
                 let shared = self.page_is_cow(pfn);
+                let poisoned = self.is_poisoned(ino, fblock);
                 match out.last_mut() {
                     Some(l)
-                        if l.fblock.plus(l.len) == x.fblock.plus(i)
+                        if l.fblock.plus(l.len) == fblock
                             && l.pfn.plus(l.len) == pfn
-                            && l.shared == shared =>
+                            && (l.shared, l.poisoned) == (shared, poisoned) =>
                     {
                         l.len += 1
                     }
-                    _ => out.push(Mapping {
-                        fblock: x.fblock.plus(i),
-                        pfn,
-                        len: 1,
-                        shared,
-                    }),
+                    _ => out.push(Mapping { fblock, pfn, len: 1, shared, poisoned }),
                 }
             }
         }
@@ -421,6 +404,13 @@ impl Core {
             return Err(Error::Invalid);
         }
         Ok(self.st.pages.state(pfn))
+    }
+
+    pub fn page_is_bad(&mut self, pfn: Pfn) -> Result<bool> {
+        if !self.st.geo.is_data(pfn) {
+            return Err(Error::Invalid);
+        }
+        Ok(self.st.pages.is_bad(pfn))
     }
 
     pub fn check(&mut self) -> std::result::Result<(), String> {

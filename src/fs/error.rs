@@ -23,6 +23,8 @@ pub enum Error {
     CrossDevice,
     BadFile,
     TooManyLinks,
+    /// The data lives on a failed arena page.
+    HwPoison,
     /// Media or metadata failure; the text says what.
     Io(String),
     /// The pool cannot be opened; the text says why, in one line.
@@ -54,7 +56,7 @@ impl Error {
             CrossDevice => libc::EXDEV,
             BadFile => libc::EBADF,
             TooManyLinks => libc::EMLINK,
-            Io(_) | Pool(_) => libc::EIO,
+            HwPoison | Io(_) | Pool(_) => libc::EIO,
         }
     }
 }

@@ -23,11 +23,7 @@ impl Extent {
     fn clip(&self, from: FileBlock, to: FileBlock) -> Option<Extent> {
         let s = self.fblock.max(from);
         let e = self.end().min(to);
-        (s < e).then(|| Extent {
-            fblock: s,
-            pfn: self.pfn.plus(s.0 - self.fblock.0),
-            len: e.0 - s.0,
-        })
+        (s < e).then(|| Extent { fblock: s, pfn: self.pfn.plus(s.0 - self.fblock.0), len: e.0 - s.0 })
     }
 }
 
@@ -52,32 +48,16 @@ impl ExtentMap {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.map.iter().map(|(f, (p, l))| Extent {
-            fblock: FileBlock(*f),
-            pfn: *p,
-            len: *l,
-        })
+        self.map.iter().map(|(f, (p, l))| Extent { fblock: FileBlock(*f), pfn: *p, len: *l })
     }
 
     /// The mapped pieces of `[from, from + len)`, in file order.
     pub fn range(&self, from: FileBlock, len: u64) -> Vec<Extent> {
         let to = FileBlock(from.0.saturating_add(len));
-        let start = self
-            .map
-            .range(..=from.0)
-            .next_back()
-            .map(|(f, _)| *f)
-            .unwrap_or(from.0);
+        let start = self.map.range(..=from.0).next_back().map(|(f, _)| *f).unwrap_or(from.0);
         self.map
             .range(start..to.0)
-            .filter_map(|(f, (p, l))| {
-                Extent {
-                    fblock: FileBlock(*f),
-                    pfn: *p,
-                    len: *l,
-                }
-                .clip(from, to)
-            })
+            .filter_map(|(f, (p, l))| Extent { fblock: FileBlock(*f), pfn: *p, len: *l }.clip(from, to))
             .collect()
     }
 
@@ -92,10 +72,7 @@ impl ExtentMap {
         if self.lookup(fblock).is_some() {
             return Some(fblock);
         }
-        self.map
-            .range(fblock.0..)
-            .next()
-            .map(|(f, _)| FileBlock(*f))
+        self.map.range(fblock.0..).next().map(|(f, _)| FileBlock(*f))
     }
 
     /// First unmapped block at or after `fblock`.
@@ -113,10 +90,7 @@ impl ExtentMap {
     /// Maps a range that must be unmapped; merges with touching neighbours.
     pub fn insert(&mut self, e: Extent) {
         debug_assert!(e.len > 0);
-        debug_assert!(
-            self.range(e.fblock, e.len).is_empty(),
-            "insert over mapped range"
-        );
+        debug_assert!(self.range(e.fblock, e.len).is_empty(), "insert over mapped range");
         let mut e = e;
         self.pages += e.len;
         if let Some((&f, &(p, l))) = self.map.range(..e.fblock.0).next_back()
@@ -124,11 +98,7 @@ impl ExtentMap {
             && p.0 + l == e.pfn.0
         {
             self.map.remove(&f);
-            e = Extent {
-                fblock: FileBlock(f),
-                pfn: p,
-                len: l + e.len,
-            };
+            e = Extent { fblock: FileBlock(f), pfn: p, len: l + e.len };
         }
         if let Some(&(p, l)) = self.map.get(&e.end().0)
             && e.pfn.0 + e.len == p.0
@@ -145,11 +115,7 @@ impl ExtentMap {
         let pieces = self.range(from, len);
         for piece in &pieces {
             // The whole extent holding this piece.
-            let (&f, &(p, l)) = self
-                .map
-                .range(..=piece.fblock.0)
-                .next_back()
-                .expect("piece comes from an extent");
+            let (&f, &(p, l)) = self.map.range(..=piece.fblock.0).next_back().expect("piece comes from an extent");
             self.map.remove(&f);
             if f < from.0 {
                 self.map.insert(f, (p, from.0 - f));
@@ -181,10 +147,7 @@ impl ExtentMap {
             prev = Some(e);
         }
         if pages != self.pages {
-            return Err(format!(
-                "extent map counts {} pages, holds {pages}",
-                self.pages
-            ));
+            return Err(format!("extent map counts {} pages, holds {pages}", self.pages));
         }
         Ok(())
     }
@@ -195,11 +158,7 @@ mod tests {
     use super::*;
 
     fn ext(f: u64, p: u64, l: u64) -> Extent {
-        Extent {
-            fblock: FileBlock(f),
-            pfn: Pfn(p),
-            len: l,
-        }
+        Extent { fblock: FileBlock(f), pfn: Pfn(p), len: l }
     }
 
     #[test]
@@ -218,10 +177,7 @@ mod tests {
         m.insert(ext(0, 100, 10));
         let gone = m.remove(FileBlock(3), 4);
         assert_eq!(gone, vec![ext(3, 103, 4)]);
-        assert_eq!(
-            m.iter().collect::<Vec<_>>(),
-            vec![ext(0, 100, 3), ext(7, 107, 3)]
-        );
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![ext(0, 100, 3), ext(7, 107, 3)]);
         assert_eq!(m.mapped_pages(), 6);
         m.check().unwrap();
     }

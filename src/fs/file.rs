@@ -79,9 +79,7 @@ impl Core {
         let update = match mode {
             AtimeMode::Never => false,
             AtimeMode::Strict => true,
-            AtimeMode::Relatime => {
-                a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 24 * 3600
-            }
+            AtimeMode::Relatime => a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 24 * 3600,
         };
         if update {
             a.atime = now;
@@ -101,16 +99,22 @@ impl Core {
         if off >= size || len == 0 {
             return Ok(Vec::new());
         }
-        let end = off.saturating_add(len).min(size);
-        let mut buf = vec![0u8; (end - off) as usize];
+        let mut end = off.saturating_add(len).min(size);
         let first = FileBlock::of(off);
+        // A read stops before a poisoned block; a read starting in one fails.
+        if let Some(p) = self.first_poisoned(ino, first, FileBlock::of(end - 1)) {
+            if p.byte() <= off {
+                return Err(Error::HwPoison);
+            }
+            end = p.byte();
+        }
+        let mut buf = vec![0u8; (end - off) as usize];
         let nblocks = FileBlock::of(end - 1).0 - first.0 + 1;
         for x in self.extent_map(ino)?.range(first, nblocks) {
             let s = x.fblock.byte().max(off);
             let e = x.end().byte().min(end);
             let at = x.pfn.offset().0 + (s - x.fblock.byte());
-            self.media
-                .read(at, &mut buf[(s - off) as usize..(e - off) as usize]);
+            self.media.read(at, &mut buf[(s - off) as usize..(e - off) as usize]);
         }
         Ok(buf)
     }
@@ -145,22 +149,22 @@ impl Core {
         let mut fresh = Vec::new(); // (block, old page if COW)
         for b in first.0..=last.0 {
             let b = FileBlock(b);
+            let covered = b.byte() >= off && b.byte() + PAGE_SIZE <= off + len;
             match m.lookup(b) {
-                Some(p) if self.page_is_cow(p) => fresh.push((b, Some(p))),
+                // Only a whole-page write may replace a failed page's contents.
+                Some(_) if self.is_poisoned(ino, b) && (!covered || matches!(src, Src::Zeros(_))) => {
+                    return Err(Error::HwPoison);
+                }
+                Some(p) if self.is_poisoned(ino, b) || self.page_is_cow(p) => fresh.push((b, Some(p))),
                 Some(_) => {}
                 None if matches!(src, Src::Zeros(_)) => {}
                 None => fresh.push((b, None)),
             }
         }
-        let goal = first
-            .0
-            .checked_sub(1)
-            .and_then(|b| m.lookup(FileBlock(b)))
-            .map_or(self.st.geo.data_start, |p| p.plus(1));
+        let goal =
+            first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo.data_start, |p| p.plus(1));
         let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
-        let mut pages = allocated
-            .iter()
-            .flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
+        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut remap = Vec::with_capacity(fresh.len());
         let mut cow = Vec::new();
         for &(b, old) in &fresh {
@@ -186,11 +190,7 @@ impl Core {
         let mut targets = Vec::new();
         for b in first.0..=last.0 {
             let b = FileBlock(b);
-            let page = remap
-                .iter()
-                .find(|(rb, _)| *rb == b)
-                .map(|(_, p)| *p)
-                .or_else(|| m.lookup(b));
+            let page = remap.iter().find(|(rb, _)| *rb == b).map(|(_, p)| *p).or_else(|| m.lookup(b));
             if let Some(p) = page {
                 targets.push((b, p));
             }
@@ -200,27 +200,15 @@ impl Core {
             let e = (b.byte() + PAGE_SIZE).min(off + len);
             let at = p.offset().0 + (s - b.byte());
             match src {
-                Src::Bytes(d) => self
-                    .media
-                    .write(at, &d[(s - off) as usize..(e - off) as usize]),
+                Src::Bytes(d) => self.media.write(at, &d[(s - off) as usize..(e - off) as usize]),
                 Src::Zeros(_) => self.media.fill(at, e - s, 0),
             }
         }
         for (b, _, n) in runs(&cow) {
-            tx.push(Record::Unmap {
-                ino,
-                fblock: b,
-                len: n,
-            });
+            tx.push(Record::Unmap { ino, fblock: b, len: n });
         }
         for (b, p, n) in runs(&remap) {
-            tx.push(Record::Map {
-                ino,
-                fblock: b,
-                pfn: p,
-                len: n,
-                shared: false,
-            });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
         }
         Ok(allocated)
     }
@@ -284,16 +272,8 @@ impl Core {
         }
         let mut tx = Tx::new();
         let keep = size.div_ceil(PAGE_SIZE);
-        if !self
-            .extent_map(ino)?
-            .range(FileBlock(keep), MAX_FILE_BLOCKS - keep)
-            .is_empty()
-        {
-            tx.push(Record::Unmap {
-                ino,
-                fblock: FileBlock(keep),
-                len: MAX_FILE_BLOCKS - keep,
-            });
+        if !self.extent_map(ino)?.range(FileBlock(keep), MAX_FILE_BLOCKS - keep).is_empty() {
+            tx.push(Record::Unmap { ino, fblock: FileBlock(keep), len: MAX_FILE_BLOCKS - keep });
         }
         let now = Timespec::now();
         let a = tx.attr(&self.st, ino)?;
@@ -304,13 +284,7 @@ impl Core {
     }
 
     /// Maps zeroed pages into every hole of the whole blocks covering `[off, end)`.
-    fn allocate_range(
-        &mut self,
-        tx: &mut Tx,
-        ino: Ino,
-        off: u64,
-        end: u64,
-    ) -> Result<Vec<(Pfn, u64)>> {
+    fn allocate_range(&mut self, tx: &mut Tx, ino: Ino, off: u64, end: u64) -> Result<Vec<(Pfn, u64)>> {
         let first = FileBlock::of(off);
         let last = FileBlock(end.div_ceil(PAGE_SIZE));
         let m = self.extent_map(ino)?;
@@ -326,14 +300,9 @@ impl Core {
             at = data;
         }
         let n: u64 = holes.iter().map(|h| h.1).sum();
-        let goal = self
-            .extent_map(ino)?
-            .lookup(first)
-            .unwrap_or(self.st.geo.data_start);
+        let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo.data_start);
         let allocated = self.alloc_pages(goal, n)?;
-        let mut pages = allocated
-            .iter()
-            .flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
+        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut pairs = Vec::with_capacity(n as usize);
         for (h, len) in holes {
             for i in 0..len {
@@ -343,13 +312,7 @@ impl Core {
             }
         }
         for (b, p, n) in runs(&pairs) {
-            tx.push(Record::Map {
-                ino,
-                fblock: b,
-                pfn: p,
-                len: n,
-                shared: false,
-            });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
         }
         Ok(allocated)
     }
@@ -359,11 +322,7 @@ impl Core {
         let mut tx = Tx::new();
         let whole_from = off.div_ceil(PAGE_SIZE);
         let whole_to = end / PAGE_SIZE;
-        let head_end = if whole_from > whole_to {
-            end
-        } else {
-            whole_from * PAGE_SIZE
-        };
+        let head_end = if whole_from > whole_to { end } else { whole_from * PAGE_SIZE };
         let mut allocated = self.store(&mut tx, ino, off, Src::Zeros(head_end - off))?;
         if whole_from <= whole_to {
             // The tail page is a different block from the head page: the two stores
@@ -376,16 +335,8 @@ impl Core {
                     return Err(e);
                 }
             }
-            if !self
-                .extent_map(ino)?
-                .range(FileBlock(whole_from), whole_to - whole_from)
-                .is_empty()
-            {
-                tx.push(Record::Unmap {
-                    ino,
-                    fblock: FileBlock(whole_from),
-                    len: whole_to - whole_from,
-                });
+            if !self.extent_map(ino)?.range(FileBlock(whole_from), whole_to - whole_from).is_empty() {
+                tx.push(Record::Unmap { ino, fblock: FileBlock(whole_from), len: whole_to - whole_from });
             }
         }
         let now = Timespec::now();

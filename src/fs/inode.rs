@@ -25,10 +25,7 @@ pub struct Timespec {
 impl Timespec {
     pub fn now() -> Timespec {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => Timespec {
-                sec: d.as_secs() as i64,
-                nsec: d.subsec_nanos(),
-            },
+            Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
             Err(e) => {
                 let d = e.duration();
                 Timespec::from_parts(-(d.as_secs() as i64), d.subsec_nanos())
@@ -36,25 +33,12 @@ impl Timespec {
         }
     }
     fn from_parts(sec: i64, nsec: u32) -> Timespec {
-        if nsec == 0 {
-            Timespec { sec, nsec }
-        } else {
-            Timespec {
-                sec: sec - 1,
-                nsec: 1_000_000_000 - nsec,
-            }
-        }
+        if nsec == 0 { Timespec { sec, nsec } } else { Timespec { sec: sec - 1, nsec: 1_000_000_000 - nsec } }
     }
     pub fn from_system(t: SystemTime) -> Timespec {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timespec {
-                sec: d.as_secs() as i64,
-                nsec: d.subsec_nanos(),
-            },
-            Err(e) => Timespec::from_parts(
-                -(e.duration().as_secs() as i64),
-                e.duration().subsec_nanos(),
-            ),
+            Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
+            Err(e) => Timespec::from_parts(-(e.duration().as_secs() as i64), e.duration().subsec_nanos()),
         }
     }
     pub fn to_system(self) -> SystemTime {
@@ -136,12 +120,7 @@ pub const FIRST_COOKIE: u64 = 3;
 
 impl Dir {
     pub fn new(parent: Ino) -> Dir {
-        Dir {
-            parent,
-            entries: BTreeMap::new(),
-            names: HashMap::new(),
-            next_cookie: FIRST_COOKIE,
-        }
+        Dir { parent, entries: BTreeMap::new(), names: HashMap::new(), next_cookie: FIRST_COOKIE }
     }
     pub fn get(&self, name: &[u8]) -> Option<Ino> {
         self.names.get(name).map(|c| self.entries[c].1)
@@ -166,9 +145,7 @@ impl Dir {
     }
     /// Entries after `cookie`, in cookie order.
     pub fn after(&self, cookie: u64) -> impl Iterator<Item = (u64, &[u8], Ino)> {
-        self.entries
-            .range(cookie.saturating_add(1).max(FIRST_COOKIE)..)
-            .map(|(c, (n, i))| (*c, n.as_slice(), *i))
+        self.entries.range(cookie.saturating_add(1).max(FIRST_COOKIE)..).map(|(c, (n, i))| (*c, n.as_slice(), *i))
     }
     pub fn check(&self) -> Result<(), String> {
         if self.entries.len() != self.names.len() {
@@ -176,10 +153,7 @@ impl Dir {
         }
         for (n, c) in &self.names {
             if self.entries.get(c).map(|e| &e.0) != Some(n) {
-                return Err(format!(
-                    "directory index names {:?} at a wrong cookie",
-                    String::from_utf8_lossy(n)
-                ));
+                return Err(format!("directory index names {:?} at a wrong cookie", String::from_utf8_lossy(n)));
             }
         }
         Ok(())
@@ -209,11 +183,7 @@ impl Inode {
             Kind::Symlink => Body::Symlink(Vec::new()),
             _ => Body::Special,
         };
-        Inode {
-            attr,
-            xattrs: BTreeMap::new(),
-            body,
-        }
+        Inode { attr, xattrs: BTreeMap::new(), body }
     }
     pub fn dir(&self) -> Option<&Dir> {
         match &self.body {
@@ -256,14 +226,8 @@ mod tests {
     fn timespec_roundtrips_through_system_time_including_before_epoch() {
         for t in [
             Timespec { sec: 0, nsec: 0 },
-            Timespec {
-                sec: 1_700_000_000,
-                nsec: 123_456_789,
-            },
-            Timespec {
-                sec: -5,
-                nsec: 999_999_999,
-            },
+            Timespec { sec: 1_700_000_000, nsec: 123_456_789 },
+            Timespec { sec: -5, nsec: 999_999_999 },
         ] {
             assert_eq!(Timespec::from_system(t.to_system()), t);
         }

@@ -125,9 +125,7 @@ impl Journal {
 
     /// Makes the log (and every store before it) durable.
     pub fn flush(&self, media: &dyn Media) -> Result<()> {
-        media
-            .flush(0, media.len())
-            .map_err(|e| Error::Io(format!("flushing the pool: {e}")))
+        media.flush(0, media.len()).map_err(|e| Error::Io(format!("flushing the pool: {e}")))
     }
 
     /// Writes `payload` (the whole namespace) as the next generation's checkpoint and
@@ -151,9 +149,7 @@ impl Journal {
         h.u32(sum.finalize());
         media.write(off + CP_HEADER, payload);
         media.write(off, &h.buf);
-        media
-            .flush(off, CP_HEADER + len)
-            .map_err(|e| Error::Io(format!("flushing a checkpoint: {e}")))?;
+        media.flush(off, CP_HEADER + len).map_err(|e| Error::Io(format!("flushing a checkpoint: {e}")))?;
         self.generation = generation;
         self.seq = 0;
         self.head = 0;
@@ -166,8 +162,7 @@ impl Journal {
         let mut h = vec![0u8; CP_HEADER as usize];
         media.read(off, &mut h);
         let mut d = Dec::new(&h);
-        let (Ok(magic), Ok(generation), Ok(len), Ok(crc)) = (d.u32(), d.u64(), d.u64(), d.u32())
-        else {
+        let (Ok(magic), Ok(generation), Ok(len), Ok(crc)) = (d.u32(), d.u64(), d.u64(), d.u32()) else {
             return Slot::Invalid("short header".into());
         };
         if magic != CP_MAGIC {
@@ -184,10 +179,7 @@ impl Journal {
         if sum.finalize() != crc {
             return Slot::Invalid("checksum mismatch".into());
         }
-        Slot::Valid {
-            generation,
-            payload,
-        }
+        Slot::Valid { generation, payload }
     }
 
     /// Finds the newest valid checkpoint and the valid prefix of its log.
@@ -197,10 +189,7 @@ impl Journal {
         let best = slots
             .iter()
             .filter_map(|s| match s {
-                Slot::Valid {
-                    generation,
-                    payload,
-                } => Some((*generation, payload)),
+                Slot::Valid { generation, payload } => Some((*generation, payload)),
                 Slot::Invalid(_) => None,
             })
             .max_by_key(|(g, _)| *g);
@@ -213,10 +202,7 @@ impl Journal {
                     Slot::Valid { .. } => String::new(),
                 })
                 .collect();
-            return Err(Error::Pool(format!(
-                "no valid checkpoint ({})",
-                why.join(", ")
-            )));
+            return Err(Error::Pool(format!("no valid checkpoint ({})", why.join(", "))));
         };
         j.generation = generation;
         j.cp_size = payload.len() as u64;
@@ -230,17 +216,11 @@ impl Journal {
             let mut h = vec![0u8; TX_HEADER as usize];
             media.read(at, &mut h);
             let mut d = Dec::new(&h);
-            let (Ok(magic), Ok(len), Ok(tgen), Ok(seq), Ok(crc)) =
-                (d.u32(), d.u32(), d.u64(), d.u64(), d.u32())
-            else {
+            let (Ok(magic), Ok(len), Ok(tgen), Ok(seq), Ok(crc)) = (d.u32(), d.u32(), d.u64(), d.u64(), d.u32()) else {
                 break;
             };
             let len = len as u64;
-            if magic != TX_MAGIC
-                || tgen != generation
-                || seq != j.seq
-                || j.head + align8(TX_HEADER + len) > j.log_len
-            {
+            if magic != TX_MAGIC || tgen != generation || seq != j.seq || j.head + align8(TX_HEADER + len) > j.log_len {
                 break;
             }
             let mut payload = vec![0u8; len as usize];
@@ -255,11 +235,7 @@ impl Journal {
             j.seq += 1;
             transactions.push(payload);
         }
-        Ok(Recovered {
-            journal: j,
-            checkpoint,
-            transactions,
-        })
+        Ok(Recovered { journal: j, checkpoint, transactions })
     }
 
     /// Upper bound of the next checkpoint's size.
@@ -331,11 +307,7 @@ mod tests {
         m.write(g.cp_start[0].offset().0 + CP_HEADER, b"Z");
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.checkpoint, b"cp1");
-        assert_eq!(
-            r.transactions,
-            vec![b"tx".to_vec()],
-            "the old log must still replay"
-        );
+        assert_eq!(r.transactions, vec![b"tx".to_vec()], "the old log must still replay");
     }
 
     #[test]

@@ -10,8 +10,10 @@ mod file;
 pub mod inode;
 pub mod journal;
 mod namespace;
+mod poison;
 pub mod record;
 mod reflink;
+pub mod rmap;
 pub mod state;
 mod tx;
 mod xattr;
@@ -23,6 +25,7 @@ pub use self::core::{AtimeMode, Mapping, Options, SetAttr, SetTime, StatFs, Stat
 pub use error::{Error, Result};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::DirEntry;
+pub use poison::{BadPage, FAILURE_MAX_PAGES};
 pub use reflink::{DEDUPE_MAX, Dedupe};
 
 use crate::arena::Media;
@@ -70,9 +73,7 @@ impl Fs {
     /// Opens a pool: verifies the superblock, loads the newest checkpoint, replays the
     /// log, frees orphans and checkpoints (unless read-only).
     pub fn open(media: Arc<dyn Media>, opts: Options) -> Result<Fs> {
-        Ok(Fs {
-            core: Mutex::new(Core::open(media, opts)?),
-        })
+        Ok(Fs { core: Mutex::new(Core::open(media, opts)?) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
@@ -120,7 +121,15 @@ impl Fs {
         /// Gives the file private copies of its shared pages in the range.
         fn unshare(&self, ino: Ino, off: u64, len: u64) -> Result<()>;
         fn extents(&self, ino: Ino) -> Result<Vec<Mapping>>;
+        /// Fails `count` arena pages from `pfn` (SPEC §4); returns what was found.
+        fn memory_failure(&self, pfn: Pfn, count: u64) -> Result<crate::dax::Failure>;
+        /// Every bad page and the file blocks still on it.
+        fn bad_pages(&self) -> Vec<BadPage>;
+        /// One path of `ino`, for messages.
+        fn path_of(&self, ino: Ino) -> Option<String>;
         fn page_state(&self, pfn: Pfn) -> Result<PageState>;
+        /// Whether the page failed (memory failure).
+        fn page_is_bad(&self, pfn: Pfn) -> Result<bool>;
         /// Checks every structure against every other (tests and fsck call it).
         fn check(&self) -> std::result::Result<(), String>;
         /// Checkpoints and flushes: the clean-unmount path.

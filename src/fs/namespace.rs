@@ -21,8 +21,7 @@ fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
         return Err(Error::NameTooLong);
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(Error::Invalid);
     }
     Ok(())
@@ -93,16 +92,9 @@ impl Core {
         let mut tx = Tx::new();
         tx.create(attr);
         if let Some(t) = target {
-            tx.push(Record::SetSymlink {
-                ino: attr.ino,
-                target: t.to_vec(),
-            });
+            tx.push(Record::SetSymlink { ino: attr.ino, target: t.to_vec() });
         }
-        tx.push(Record::Link {
-            dir: parent,
-            name: name.to_vec(),
-            ino: attr.ino,
-        });
+        tx.push(Record::Link { dir: parent, name: name.to_vec(), ino: attr.ino });
         let p = tx.attr(&self.st, parent)?;
         p.mtime = now;
         p.ctime = now;
@@ -113,14 +105,7 @@ impl Core {
         self.getattr(attr.ino)
     }
 
-    pub fn mknod(
-        &mut self,
-        ctx: Ctx,
-        parent: Ino,
-        name: &[u8],
-        mode: u32,
-        rdev: u32,
-    ) -> Result<Attr> {
+    pub fn mknod(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr> {
         match Kind::from_mode(mode) {
             Some(Kind::Dir | Kind::Symlink) | None => Err(Error::Invalid),
             Some(_) => self.create(ctx, parent, name, mode, rdev, None),
@@ -166,11 +151,7 @@ impl Core {
         }
         let now = Timespec::now();
         let mut tx = Tx::new();
-        tx.push(Record::Link {
-            dir: parent,
-            name: name.to_vec(),
-            ino,
-        });
+        tx.push(Record::Link { dir: parent, name: name.to_vec(), ino });
         let t = tx.attr(&self.st, ino)?;
         t.nlink += 1;
         t.ctime = now;
@@ -215,10 +196,7 @@ impl Core {
         }
         let now = Timespec::now();
         let mut tx = Tx::new();
-        tx.push(Record::Unlink {
-            dir: parent,
-            name: name.to_vec(),
-        });
+        tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
         self.drop_name(&mut tx, ino, now)?;
         self.touch_dir(&mut tx, parent, now, 0)?;
         self.commit_tx(tx)
@@ -238,10 +216,7 @@ impl Core {
         }
         let now = Timespec::now();
         let mut tx = Tx::new();
-        tx.push(Record::Unlink {
-            dir: parent,
-            name: name.to_vec(),
-        });
+        tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
         self.drop_name(&mut tx, ino, now)?;
         self.touch_dir(&mut tx, parent, now, -1)?;
         self.commit_tx(tx)
@@ -261,14 +236,7 @@ impl Core {
     }
 
     /// renameat2(2), with RENAME_NOREPLACE and RENAME_EXCHANGE.
-    pub fn rename(
-        &mut self,
-        parent: Ino,
-        name: &[u8],
-        new_parent: Ino,
-        new_name: &[u8],
-        flags: u32,
-    ) -> Result<()> {
+    pub fn rename(&mut self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> Result<()> {
         self.writable()?;
         if flags & RENAME_WHITEOUT != 0 {
             return Err(Error::NotSupported);
@@ -290,42 +258,16 @@ impl Core {
                 return Ok(());
             }
             let dst_dir = self.inode(dst)?.attr.kind() == Kind::Dir;
-            if (src_dir && self.is_within(new_parent, src))
-                || (dst_dir && self.is_within(parent, dst))
-            {
+            if (src_dir && self.is_within(new_parent, src)) || (dst_dir && self.is_within(parent, dst)) {
                 return Err(Error::Invalid);
             }
-            tx.push(Record::Unlink {
-                dir: parent,
-                name: name.to_vec(),
-            });
-            tx.push(Record::Unlink {
-                dir: new_parent,
-                name: new_name.to_vec(),
-            });
-            tx.push(Record::Link {
-                dir: parent,
-                name: name.to_vec(),
-                ino: dst,
-            });
-            tx.push(Record::Link {
-                dir: new_parent,
-                name: new_name.to_vec(),
-                ino: src,
-            });
+            tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
+            tx.push(Record::Unlink { dir: new_parent, name: new_name.to_vec() });
+            tx.push(Record::Link { dir: parent, name: name.to_vec(), ino: dst });
+            tx.push(Record::Link { dir: new_parent, name: new_name.to_vec(), ino: src });
             let delta = src_dir as i32 - dst_dir as i32;
-            self.touch_dir(
-                &mut tx,
-                parent,
-                now,
-                if parent == new_parent { 0 } else { -delta },
-            )?;
-            self.touch_dir(
-                &mut tx,
-                new_parent,
-                now,
-                if parent == new_parent { 0 } else { delta },
-            )?;
+            self.touch_dir(&mut tx, parent, now, if parent == new_parent { 0 } else { -delta })?;
+            self.touch_dir(&mut tx, new_parent, now, if parent == new_parent { 0 } else { delta })?;
             tx.attr(&self.st, src)?.ctime = now;
             tx.attr(&self.st, dst)?.ctime = now;
             return self.commit_tx(tx);
@@ -350,21 +292,11 @@ impl Core {
                 (true, true) => new_parent_delta -= 1,
                 _ => {}
             }
-            tx.push(Record::Unlink {
-                dir: new_parent,
-                name: new_name.to_vec(),
-            });
+            tx.push(Record::Unlink { dir: new_parent, name: new_name.to_vec() });
             self.drop_name(&mut tx, dst, now)?;
         }
-        tx.push(Record::Unlink {
-            dir: parent,
-            name: name.to_vec(),
-        });
-        tx.push(Record::Link {
-            dir: new_parent,
-            name: new_name.to_vec(),
-            ino: src,
-        });
+        tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
+        tx.push(Record::Link { dir: new_parent, name: new_name.to_vec(), ino: src });
         if src_dir {
             new_parent_delta += 1;
         }
@@ -384,29 +316,15 @@ impl Core {
         let dots = [(1, ino, b".".as_slice()), (2, d.parent, b"..".as_slice())];
         for (cookie, i, name) in dots {
             if offset < cookie {
-                out.push(DirEntry {
-                    offset: cookie,
-                    ino: i,
-                    kind: Kind::Dir,
-                    name: name.to_vec(),
-                });
+                out.push(DirEntry { offset: cookie, ino: i, kind: Kind::Dir, name: name.to_vec() });
             }
         }
         for (cookie, name, child) in d.after(offset) {
             if out.len() >= max {
                 break;
             }
-            let kind = self
-                .st
-                .inodes
-                .get(&child)
-                .map_or(Kind::File, |i| i.attr.kind());
-            out.push(DirEntry {
-                offset: cookie,
-                ino: child,
-                kind,
-                name: name.to_vec(),
-            });
+            let kind = self.st.inodes.get(&child).map_or(Kind::File, |i| i.attr.kind());
+            out.push(DirEntry { offset: cookie, ino: child, kind, name: name.to_vec() });
         }
         out.truncate(max);
         self.note_access(ino);

@@ -56,6 +56,16 @@ pub enum Record {
         ino: Ino,
         name: Vec<u8>,
     },
+    /// An arena page failed: never allocate it again.
+    BadPage {
+        pfn: Pfn,
+    },
+    /// A file block lives on a failed page: reads of it fail with EIO until the block
+    /// is unmapped (a whole-page write remaps it to a fresh page).
+    Poison {
+        ino: Ino,
+        fblock: FileBlock,
+    },
 }
 
 const T_SET_INODE: u8 = 1;
@@ -67,6 +77,8 @@ const T_MAP: u8 = 6;
 const T_UNMAP: u8 = 7;
 const T_SET_XATTR: u8 = 8;
 const T_REMOVE_XATTR: u8 = 9;
+const T_BAD_PAGE: u8 = 10;
+const T_POISON: u8 = 11;
 
 /// Encoded size of a `Map` record: what splitting one extent in two can add to a
 /// checkpoint.
@@ -81,9 +93,7 @@ fn dec_time(d: &mut Dec) -> Result<Timespec, CodecError> {
     let sec = d.i64()?;
     let nsec = d.u32()?;
     if nsec >= 1_000_000_000 {
-        return Err(CodecError(format!(
-            "timestamp nanoseconds {nsec} out of range"
-        )));
+        return Err(CodecError(format!("timestamp nanoseconds {nsec} out of range")));
     }
     Ok(Timespec { sec, nsec })
 }
@@ -125,13 +135,7 @@ impl Record {
                 e.u64(dir.0);
                 e.bytes(name);
             }
-            Record::Map {
-                ino,
-                fblock,
-                pfn,
-                len,
-                shared,
-            } => {
+            Record::Map { ino, fblock, pfn, len, shared } => {
                 e.u8(T_MAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
@@ -155,6 +159,15 @@ impl Record {
                 e.u8(T_REMOVE_XATTR);
                 e.u64(ino.0);
                 e.bytes(name);
+            }
+            Record::BadPage { pfn } => {
+                e.u8(T_BAD_PAGE);
+                e.u64(pfn.0);
+            }
+            Record::Poison { ino, fblock } => {
+                e.u8(T_POISON);
+                e.u64(ino.0);
+                e.u64(fblock.0);
             }
         }
     }
@@ -191,20 +204,10 @@ impl Record {
                     blocks: 0,
                 })
             }
-            T_SET_SYMLINK => Record::SetSymlink {
-                ino: ino(d)?,
-                target: d.bytes(SYMLINK_MAX)?,
-            },
+            T_SET_SYMLINK => Record::SetSymlink { ino: ino(d)?, target: d.bytes(SYMLINK_MAX)? },
             T_FREE_INODE => Record::FreeInode { ino: ino(d)? },
-            T_LINK => Record::Link {
-                dir: ino(d)?,
-                name: d.bytes(NAME_MAX)?,
-                ino: ino(d)?,
-            },
-            T_UNLINK => Record::Unlink {
-                dir: ino(d)?,
-                name: d.bytes(NAME_MAX)?,
-            },
+            T_LINK => Record::Link { dir: ino(d)?, name: d.bytes(NAME_MAX)?, ino: ino(d)? },
+            T_UNLINK => Record::Unlink { dir: ino(d)?, name: d.bytes(NAME_MAX)? },
             T_MAP => Record::Map {
                 ino: ino(d)?,
                 fblock: FileBlock(d.u64()?),
@@ -216,20 +219,13 @@ impl Record {
                     x => return Err(CodecError(format!("map record shared flag {x}"))),
                 },
             },
-            T_UNMAP => Record::Unmap {
-                ino: ino(d)?,
-                fblock: FileBlock(d.u64()?),
-                len: d.u64()?,
-            },
-            T_SET_XATTR => Record::SetXattr {
-                ino: ino(d)?,
-                name: d.bytes(XATTR_NAME_MAX)?,
-                value: d.bytes(XATTR_VALUE_MAX)?,
-            },
-            T_REMOVE_XATTR => Record::RemoveXattr {
-                ino: ino(d)?,
-                name: d.bytes(XATTR_NAME_MAX)?,
-            },
+            T_UNMAP => Record::Unmap { ino: ino(d)?, fblock: FileBlock(d.u64()?), len: d.u64()? },
+            T_SET_XATTR => {
+                Record::SetXattr { ino: ino(d)?, name: d.bytes(XATTR_NAME_MAX)?, value: d.bytes(XATTR_VALUE_MAX)? }
+            }
+            T_REMOVE_XATTR => Record::RemoveXattr { ino: ino(d)?, name: d.bytes(XATTR_NAME_MAX)? },
+            T_BAD_PAGE => Record::BadPage { pfn: Pfn(d.u64()?) },
+            T_POISON => Record::Poison { ino: ino(d)?, fblock: FileBlock(d.u64()?) },
             t => return Err(CodecError(format!("unknown record type {t}"))),
         })
     }
@@ -239,12 +235,7 @@ impl Record {
     pub fn growth_bound(&self) -> u64 {
         let mut e = Enc::new();
         self.encode(&mut e);
-        e.len() as u64
-            + if matches!(self, Record::Unmap { .. }) {
-                MAP_LEN
-            } else {
-                0
-            }
+        e.len() as u64 + if matches!(self, Record::Unmap { .. }) { MAP_LEN } else { 0 }
     }
 }
 
@@ -292,41 +283,16 @@ mod tests {
     fn all() -> Vec<Record> {
         vec![
             Record::SetInode(attr()),
-            Record::SetSymlink {
-                ino: Ino(9),
-                target: b"/x/y".to_vec(),
-            },
+            Record::SetSymlink { ino: Ino(9), target: b"/x/y".to_vec() },
             Record::FreeInode { ino: Ino(9) },
-            Record::Link {
-                dir: Ino(1),
-                name: b"n".to_vec(),
-                ino: Ino(9),
-            },
-            Record::Unlink {
-                dir: Ino(1),
-                name: b"n".to_vec(),
-            },
-            Record::Map {
-                ino: Ino(9),
-                fblock: FileBlock(3),
-                pfn: Pfn(400),
-                len: 2,
-                shared: true,
-            },
-            Record::Unmap {
-                ino: Ino(9),
-                fblock: FileBlock(3),
-                len: 1,
-            },
-            Record::SetXattr {
-                ino: Ino(9),
-                name: b"user.a".to_vec(),
-                value: vec![1, 2],
-            },
-            Record::RemoveXattr {
-                ino: Ino(9),
-                name: b"user.a".to_vec(),
-            },
+            Record::Link { dir: Ino(1), name: b"n".to_vec(), ino: Ino(9) },
+            Record::Unlink { dir: Ino(1), name: b"n".to_vec() },
+            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), len: 2, shared: true },
+            Record::Unmap { ino: Ino(9), fblock: FileBlock(3), len: 1 },
+            Record::SetXattr { ino: Ino(9), name: b"user.a".to_vec(), value: vec![1, 2] },
+            Record::RemoveXattr { ino: Ino(9), name: b"user.a".to_vec() },
+            Record::BadPage { pfn: Pfn(400) },
+            Record::Poison { ino: Ino(9), fblock: FileBlock(3) },
         ]
     }
 

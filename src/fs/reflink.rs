@@ -49,15 +49,7 @@ impl Core {
 
     /// `generic_remap_file_range_prep` + `generic_remap_checks` + `generic_remap_check_len`
     /// (without REMAP_FILE_CAN_SHORTEN). `None`: nothing to do.
-    fn remap_prep(
-        &self,
-        src: Ino,
-        soff: u64,
-        dst: Ino,
-        doff: u64,
-        len: u64,
-        dedupe: bool,
-    ) -> Result<Option<Remap>> {
+    fn remap_prep(&self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64, dedupe: bool) -> Result<Option<Remap>> {
         let size_in = self.regular_size(src)?;
         let size_out = self.regular_size(dst)?;
         let mut len = len;
@@ -76,12 +68,7 @@ impl Core {
         if soff.checked_add(len).is_none() || doff.checked_add(len).is_none() {
             return Err(Error::Invalid);
         }
-        if dedupe
-            && (soff >= size_in
-                || soff + len > size_in
-                || doff >= size_out
-                || doff + len > size_out)
-        {
+        if dedupe && (soff >= size_in || soff + len > size_in || doff >= size_out || doff + len > size_out) {
             return Err(Error::Invalid);
         }
         if soff >= size_in {
@@ -110,10 +97,7 @@ impl Core {
         if count == 0 {
             return Ok(None);
         }
-        Ok(Some(Remap {
-            count,
-            blocks: bcount / PAGE_SIZE,
-        }))
+        Ok(Some(Remap { count, blocks: bcount / PAGE_SIZE }))
     }
 
     /// Maps the source's blocks over the destination's in one transaction.
@@ -129,11 +113,7 @@ impl Core {
         let pieces = self.extent_map(src)?.range(sblock, blocks);
         let mut tx = Tx::new();
         if !self.extent_map(dst)?.range(dblock, blocks).is_empty() {
-            tx.push(Record::Unmap {
-                ino: dst,
-                fblock: dblock,
-                len: blocks,
-            });
+            tx.push(Record::Unmap { ino: dst, fblock: dblock, len: blocks });
         }
         for p in pieces {
             tx.push(Record::Map {
@@ -155,14 +135,7 @@ impl Core {
     /// FICLONERANGE semantics: shares `[soff, soff + len)` of `src` at `doff` in `dst`
     /// (`len == 0`: to the source's EOF). Returns the bytes cloned, which may be less
     /// than asked when `len` runs past the source's EOF or is not block-aligned.
-    pub fn clone_range(
-        &mut self,
-        src: Ino,
-        soff: u64,
-        dst: Ino,
-        doff: u64,
-        len: u64,
-    ) -> Result<u64> {
+    pub fn clone_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<u64> {
         self.writable()?;
         let Some(r) = self.remap_prep(src, soff, dst, doff, len, false)? else {
             return Ok(0);
@@ -173,27 +146,13 @@ impl Core {
             // bytes past its EOF: make them zeros first (invisible in the source).
             self.zero_past_eof(src, size_in)?;
         }
-        self.share_blocks(
-            src,
-            FileBlock::of(soff),
-            dst,
-            FileBlock::of(doff),
-            r.blocks,
-            doff + r.count,
-        )?;
+        self.share_blocks(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, doff + r.count)?;
         Ok(r.count)
     }
 
     /// FIDEDUPERANGE for one destination: shares the range only if its bytes are
     /// identical in both files.
-    pub fn dedupe_range(
-        &mut self,
-        src: Ino,
-        soff: u64,
-        dst: Ino,
-        doff: u64,
-        len: u64,
-    ) -> Result<Dedupe> {
+    pub fn dedupe_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<Dedupe> {
         self.writable()?;
         let Some(r) = self.remap_prep(src, soff, dst, doff, len.min(DEDUPE_MAX), true)? else {
             return Ok(Dedupe::Same { bytes: 0 });
@@ -207,28 +166,14 @@ impl Core {
             at += n;
         }
         let size_out = self.regular_size(dst)?;
-        self.share_blocks(
-            src,
-            FileBlock::of(soff),
-            dst,
-            FileBlock::of(doff),
-            r.blocks,
-            size_out,
-        )?;
+        self.share_blocks(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, size_out)?;
         Ok(Dedupe::Same { bytes: r.count })
     }
 
     /// copy_file_range(2): shares every whole block of the range when both offsets sit
     /// at the same place in a block, copies the unaligned head and tail (and everything,
     /// when they do not). Returns the bytes copied (0 at or past the source's EOF).
-    pub fn copy_range(
-        &mut self,
-        src: Ino,
-        soff: u64,
-        dst: Ino,
-        doff: u64,
-        len: u64,
-    ) -> Result<u64> {
+    pub fn copy_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<u64> {
         self.writable()?;
         let size_in = self.regular_size(src)?;
         let size_out = self.regular_size(dst)?;
@@ -250,11 +195,7 @@ impl Core {
         // The last partial block is shared too when it ends at the source's EOF and the
         // destination's EOF will be there as well (its tail stays past EOF).
         let share_tail = end == size_in && doff + count >= size_out;
-        let body_end = if share_tail {
-            end
-        } else {
-            end - end % PAGE_SIZE
-        };
+        let body_end = if share_tail { end } else { end - end % PAGE_SIZE };
         if head > 0 {
             self.copy_bytes(src, soff, dst, doff, head)?;
         }
@@ -286,9 +227,7 @@ impl Core {
     pub fn unshare(&mut self, ino: Ino, off: u64, len: u64) -> Result<()> {
         self.writable()?;
         let size = self.regular_size(ino)?;
-        let end = off
-            .saturating_add(len)
-            .min(size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+        let end = off.saturating_add(len).min(size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
         if off >= end {
             return Ok(());
         }

@@ -5,11 +5,12 @@
 //! Everything not in a record — the page table, free space, page refcounts (the page
 //! table's `share`) — is derived here from the extent maps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::extent::Extent;
 use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE};
 use super::record::Record;
+use super::rmap::Rmap;
 use crate::arena::codec::Enc;
 use crate::arena::{Allocator, Geometry};
 use crate::dax::{PageState, PageTable};
@@ -32,6 +33,9 @@ pub struct State {
     pub pages: PageTable,
     pub alloc: Allocator,
     pub next_ino: u64,
+    pub rmap: Rmap,
+    /// File blocks whose page failed: they read EIO until a whole-page write.
+    pub poison: BTreeSet<(Ino, FileBlock)>,
 }
 
 fn valid_name(name: &[u8]) -> bool {
@@ -46,20 +50,18 @@ impl State {
             alloc: Allocator::new(geo.data_start, end),
             inodes: HashMap::new(),
             next_ino: Ino::ROOT.0 + 1,
+            rmap: Rmap::default(),
+            poison: BTreeSet::new(),
             geo,
         }
     }
 
     fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode, String> {
-        self.inodes
-            .get_mut(&ino)
-            .ok_or_else(|| format!("inode {ino} does not exist"))
+        self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))
     }
 
     fn dir_mut(&mut self, ino: Ino) -> Result<&mut Dir, String> {
-        self.inode_mut(ino)?
-            .dir_mut()
-            .ok_or_else(|| format!("inode {ino} is not a directory"))
+        self.inode_mut(ino)?.dir_mut().ok_or_else(|| format!("inode {ino} is not a directory"))
     }
 
     /// Applies one record. An error means the record does not fit the state: a bug when
@@ -67,8 +69,8 @@ impl State {
     pub fn apply(&mut self, rec: &Record, mode: Mode) -> Result<(), String> {
         match rec {
             Record::SetInode(a) => {
-                let kind = Kind::from_mode(a.mode)
-                    .ok_or_else(|| format!("inode {} has invalid mode {:o}", a.ino, a.mode))?;
+                let kind =
+                    Kind::from_mode(a.mode).ok_or_else(|| format!("inode {} has invalid mode {:o}", a.ino, a.mode))?;
                 if a.ino.0 == 0 || a.ino.0 == u64::MAX {
                     return Err(format!("invalid inode number {}", a.ino));
                 }
@@ -98,10 +100,7 @@ impl State {
                 if *ino == Ino::ROOT {
                     return Err("the root cannot be freed".into());
                 }
-                let inode = self
-                    .inodes
-                    .get(ino)
-                    .ok_or_else(|| format!("inode {ino} does not exist"))?;
+                let inode = self.inodes.get(ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
                 if inode.dir().is_some_and(|d| !d.is_empty()) {
                     return Err(format!("directory {ino} freed while not empty"));
                 }
@@ -114,18 +113,11 @@ impl State {
                 if !valid_name(name) {
                     return Err(format!("invalid name {:?}", String::from_utf8_lossy(name)));
                 }
-                let child_is_dir = self
-                    .inodes
-                    .get(ino)
-                    .ok_or_else(|| format!("link to missing inode {ino}"))?
-                    .dir()
-                    .is_some();
+                let child_is_dir =
+                    self.inodes.get(ino).ok_or_else(|| format!("link to missing inode {ino}"))?.dir().is_some();
                 let d = self.dir_mut(*dir)?;
                 if d.get(name).is_some() {
-                    return Err(format!(
-                        "name {:?} exists in {dir}",
-                        String::from_utf8_lossy(name)
-                    ));
+                    return Err(format!("name {:?} exists in {dir}", String::from_utf8_lossy(name)));
                 }
                 d.insert(name, *ino);
                 if child_is_dir && let Some(cd) = self.inode_mut(*ino)?.dir_mut() {
@@ -133,65 +125,50 @@ impl State {
                 }
             }
             Record::Unlink { dir, name } => {
-                self.dir_mut(*dir)?.remove(name).ok_or_else(|| {
-                    format!(
-                        "unlink of missing name {:?} in {dir}",
-                        String::from_utf8_lossy(name)
-                    )
-                })?;
+                self.dir_mut(*dir)?
+                    .remove(name)
+                    .ok_or_else(|| format!("unlink of missing name {:?} in {dir}", String::from_utf8_lossy(name)))?;
             }
-            Record::Map {
-                ino,
-                fblock,
-                pfn,
-                len,
-                shared,
-            } => self.map(*ino, *fblock, *pfn, *len, *shared)?,
+            Record::Map { ino, fblock, pfn, len, shared } => self.map(*ino, *fblock, *pfn, *len, *shared)?,
             Record::Unmap { ino, fblock, len } => self.unmap(*ino, *fblock, *len, mode)?,
             Record::SetXattr { ino, name, value } => {
-                self.inode_mut(*ino)?
-                    .xattrs
-                    .insert(name.clone(), value.clone());
+                self.inode_mut(*ino)?.xattrs.insert(name.clone(), value.clone());
             }
             Record::RemoveXattr { ino, name } => {
-                self.inode_mut(*ino)?
-                    .xattrs
-                    .remove(name)
-                    .ok_or_else(|| format!("remove of missing xattr on {ino}"))?;
+                self.inode_mut(*ino)?.xattrs.remove(name).ok_or_else(|| format!("remove of missing xattr on {ino}"))?;
+            }
+            Record::BadPage { pfn } => {
+                if !self.geo.is_data(*pfn) {
+                    return Err(format!("bad page {pfn} outside the data region"));
+                }
+                self.pages.mark_bad(*pfn);
+                if mode == Mode::Live {
+                    self.alloc.retire(*pfn);
+                }
+            }
+            Record::Poison { ino, fblock } => {
+                let mapped = self.inodes.get(ino).and_then(|i| i.extents()).and_then(|m| m.lookup(*fblock));
+                if mapped.is_none() {
+                    return Err(format!("poison of unmapped block {fblock} of inode {ino}"));
+                }
+                self.poison.insert((*ino, *fblock));
             }
         }
         Ok(())
     }
 
-    fn map(
-        &mut self,
-        ino: Ino,
-        fblock: FileBlock,
-        pfn: Pfn,
-        len: u64,
-        shared: bool,
-    ) -> Result<(), String> {
-        if len == 0
-            || fblock
-                .0
-                .checked_add(len)
-                .is_none_or(|e| e > MAX_FILE_BLOCKS)
-        {
+    fn map(&mut self, ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool) -> Result<(), String> {
+        if len == 0 || fblock.0.checked_add(len).is_none_or(|e| e > MAX_FILE_BLOCKS) {
             return Err(format!("map of blocks [{fblock}, +{len}) out of range"));
         }
         if !self.geo.is_data_range(pfn, len) {
-            return Err(format!(
-                "map of pages [{pfn}, +{len}) outside the data region"
-            ));
+            return Err(format!("map of pages [{pfn}, +{len}) outside the data region"));
         }
         if !shared && (0..len).any(|i| !self.pages.is_free(pfn.plus(i))) {
             return Err(format!("map of pages [{pfn}, +{len}) that are in use"));
         }
         let pages = &mut self.pages;
-        let inode = self
-            .inodes
-            .get_mut(&ino)
-            .ok_or_else(|| format!("inode {ino} does not exist"))?;
+        let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
             return Err(format!("map into inode {ino}, which is not a regular file"));
         };
@@ -202,25 +179,28 @@ impl State {
         for i in 0..len {
             pages.associate(pfn.plus(i), ino, fblock.plus(i), shared);
         }
+        self.rmap.add(pfn, len, ino, fblock);
         Ok(())
     }
 
     fn unmap(&mut self, ino: Ino, fblock: FileBlock, len: u64, mode: Mode) -> Result<(), String> {
-        let inode = self
-            .inodes
-            .get_mut(&ino)
-            .ok_or_else(|| format!("inode {ino} does not exist"))?;
+        let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
-            return Err(format!(
-                "unmap from inode {ino}, which is not a regular file"
-            ));
+            return Err(format!("unmap from inode {ino}, which is not a regular file"));
         };
+        let end = FileBlock(fblock.0.saturating_add(len));
+        let poisoned: Vec<_> = self.poison.range((ino, fblock)..(ino, end)).copied().collect();
+        for p in poisoned {
+            self.poison.remove(&p);
+        }
         for e in m.remove(fblock, len) {
+            self.rmap.remove(e.pfn, e.len, ino, e.fblock);
             let mut run: Option<(Pfn, u64)> = None;
             for i in 0..e.len {
                 let p = e.pfn.plus(i);
                 self.pages.disassociate(p, ino);
-                if !self.pages.is_free(p) {
+                // A failed page leaves circulation when its last owner lets go.
+                if !self.pages.is_free(p) || self.pages.is_bad(p) {
                     continue;
                 }
                 run = match run {
@@ -245,12 +225,13 @@ impl State {
         let mut alloc = Allocator::new(self.geo.data_start, Pfn(self.geo.pages_total));
         let mut p = self.geo.data_start.0;
         while p < self.geo.pages_total {
-            if self.pages.is_free(Pfn(p)) {
+            let in_use = |p: u64| !self.pages.is_free(Pfn(p)) || self.pages.is_bad(Pfn(p));
+            if !in_use(p) {
                 p += 1;
                 continue;
             }
             let s = p;
-            while p < self.geo.pages_total && !self.pages.is_free(Pfn(p)) {
+            while p < self.geo.pages_total && in_use(p) {
                 p += 1;
             }
             alloc.take(Pfn(s), p - s);
@@ -268,43 +249,28 @@ impl State {
             let i = &self.inodes[ino];
             Record::SetInode(i.attr).encode(&mut e);
             if let Body::Symlink(t) = &i.body {
-                Record::SetSymlink {
-                    ino: **ino,
-                    target: t.clone(),
-                }
-                .encode(&mut e);
+                Record::SetSymlink { ino: **ino, target: t.clone() }.encode(&mut e);
             }
             for (name, value) in &i.xattrs {
-                Record::SetXattr {
-                    ino: **ino,
-                    name: name.clone(),
-                    value: value.clone(),
-                }
-                .encode(&mut e);
+                Record::SetXattr { ino: **ino, name: name.clone(), value: value.clone() }.encode(&mut e);
             }
             if let Body::File(m) = &i.body {
                 for x in m.iter() {
                     // `shared`: a page another file already maps is a clone, not a fault.
-                    Record::Map {
-                        ino: **ino,
-                        fblock: x.fblock,
-                        pfn: x.pfn,
-                        len: x.len,
-                        shared: true,
-                    }
-                    .encode(&mut e);
+                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, len: x.len, shared: true }.encode(&mut e);
                 }
             }
+            for &(_, fblock) in self.poison.range((**ino, FileBlock(0))..=(**ino, FileBlock(u64::MAX))) {
+                Record::Poison { ino: **ino, fblock }.encode(&mut e);
+            }
+        }
+        for pfn in self.pages.bad_pages() {
+            Record::BadPage { pfn }.encode(&mut e);
         }
         for ino in &inos {
             if let Body::Dir(d) = &self.inodes[ino].body {
                 for (_, name, child) in d.after(0) {
-                    Record::Link {
-                        dir: **ino,
-                        name: name.to_vec(),
-                        ino: child,
-                    }
-                    .encode(&mut e);
+                    Record::Link { dir: **ino, name: name.to_vec(), ino: child }.encode(&mut e);
                 }
             }
         }
@@ -314,10 +280,7 @@ impl State {
     /// Verifies every invariant that ties the structures together; returns the first
     /// violation found.
     pub fn check(&self) -> Result<(), String> {
-        let root = self
-            .inodes
-            .get(&Ino::ROOT)
-            .ok_or("the root inode is missing")?;
+        let root = self.inodes.get(&Ino::ROOT).ok_or("the root inode is missing")?;
         if root.dir().is_none() {
             return Err("the root inode is not a directory".into());
         }
@@ -337,9 +300,7 @@ impl State {
                             return Err(format!("inode {ino} maps pages outside the data region"));
                         }
                         for k in 0..x.len {
-                            refs.entry(x.pfn.plus(k))
-                                .or_default()
-                                .push((*ino, x.fblock.plus(k)));
+                            refs.entry(x.pfn.plus(k)).or_default().push((*ino, x.fblock.plus(k)));
                         }
                     }
                 }
@@ -356,10 +317,7 @@ impl State {
                         if let Some(cd) = c.dir() {
                             *subdirs.entry(*ino).or_default() += 1;
                             if cd.parent != *ino {
-                                return Err(format!(
-                                    "directory {child} is in {ino} but its parent is {}",
-                                    cd.parent
-                                ));
+                                return Err(format!("directory {child} is in {ino} but its parent is {}", cd.parent));
                             }
                         }
                     }
@@ -372,10 +330,7 @@ impl State {
             if let Some(d) = i.dir() {
                 let want = 2 + subdirs.get(ino).copied().unwrap_or(0);
                 if i.attr.nlink != want {
-                    return Err(format!(
-                        "directory {ino} has nlink {}, expected {want}",
-                        i.attr.nlink
-                    ));
+                    return Err(format!("directory {ino} has nlink {}, expected {want}", i.attr.nlink));
                 }
                 if *ino != Ino::ROOT && l != 1 {
                     return Err(format!("directory {ino} is linked {l} times"));
@@ -384,10 +339,7 @@ impl State {
                     return Err(format!("directory {ino} has a missing parent"));
                 }
             } else if i.attr.nlink != l {
-                return Err(format!(
-                    "inode {ino} has nlink {}, but {l} names",
-                    i.attr.nlink
-                ));
+                return Err(format!("inode {ino} has nlink {}, but {l} names", i.attr.nlink));
             }
         }
         // The page table must say what the extent maps say.
@@ -402,19 +354,28 @@ impl State {
                 _ => false,
             };
             if !ok {
-                return Err(format!(
-                    "page {pfn}: page table says {:?}, extent maps say {r:?}",
-                    self.pages.state(pfn)
-                ));
+                return Err(format!("page {pfn}: page table says {:?}, extent maps say {r:?}", self.pages.state(pfn)));
             }
-            if !r.is_empty() {
+            if !r.is_empty() || self.pages.is_bad(pfn) {
                 used += 1;
                 if self.alloc.is_free(pfn, 1) {
-                    return Err(format!("page {pfn} is mapped but free in the allocator"));
+                    return Err(format!("page {pfn} is mapped or bad but free in the allocator"));
                 }
             }
         }
         self.alloc.check()?;
+        let mut expected = Rmap::default();
+        for (ino, i) in &self.inodes {
+            for x in i.extents().into_iter().flat_map(|m| m.iter()) {
+                expected.add(x.pfn, x.len, *ino, x.fblock);
+            }
+        }
+        self.rmap.check(&expected)?;
+        for &(ino, fblock) in &self.poison {
+            if self.inodes.get(&ino).and_then(|i| i.extents()).and_then(|m| m.lookup(fblock)).is_none() {
+                return Err(format!("poison recorded for unmapped block {fblock} of inode {ino}"));
+            }
+        }
         let accounted = used + self.alloc.free_pages() + self.alloc.busy_pages();
         if accounted != self.geo.data_pages() {
             return Err(format!(

@@ -51,22 +51,14 @@ impl Core {
             return Err(Error::NoSpace);
         }
         let mut tx = Tx::new();
-        tx.push(Record::SetXattr {
-            ino,
-            name: name.to_vec(),
-            value: value.to_vec(),
-        });
+        tx.push(Record::SetXattr { ino, name: name.to_vec(), value: value.to_vec() });
         tx.attr(&self.st, ino)?.ctime = Timespec::now();
         self.commit_tx(tx)
     }
 
     pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         check_name(name)?;
-        self.inode(ino)?
-            .xattrs
-            .get(name)
-            .cloned()
-            .ok_or(Error::NoData)
+        self.inode(ino)?.xattrs.get(name).cloned().ok_or(Error::NoData)
     }
 
     pub fn listxattr(&mut self, ino: Ino) -> Result<Vec<u8>> {
@@ -85,10 +77,7 @@ impl Core {
             return Err(Error::NoData);
         }
         let mut tx = Tx::new();
-        tx.push(Record::RemoveXattr {
-            ino,
-            name: name.to_vec(),
-        });
+        tx.push(Record::RemoveXattr { ino, name: name.to_vec() });
         tx.attr(&self.st, ino)?.ctime = Timespec::now();
         self.commit_tx(tx)
     }

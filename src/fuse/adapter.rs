@@ -4,20 +4,20 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::ioctl;
+use crate::dax::Owner;
 use crate::fs::{Attr, Ctx, Dedupe, Error, Fs, Kind, SetAttr, SetTime, Timespec};
 use crate::types::{Ino, Pfn};
 
@@ -38,6 +38,8 @@ pub struct DaxFuse {
     fs: Arc<Fs>,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
+    /// Set once the session exists (it is made after the filesystem).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 fn errno(e: Error) -> Errno {
@@ -87,10 +89,7 @@ fn set_time(t: TimeOrNow) -> SetTime {
 }
 
 fn ctx(req: &Request) -> Ctx {
-    Ctx {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
+    Ctx { uid: req.uid(), gid: req.gid() }
 }
 
 fn ino(i: INodeNo) -> Ino {
@@ -98,12 +97,8 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 impl DaxFuse {
-    pub fn new(fs: Arc<Fs>) -> DaxFuse {
-        DaxFuse {
-            fs,
-            handles: DashMap::new(),
-            next_fh: AtomicU64::new(1),
-        }
+    pub fn new(fs: Arc<Fs>, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
+        DaxFuse { fs, handles: DashMap::new(), next_fh: AtomicU64::new(1), notifier }
     }
 
     fn entry(&self, r: crate::fs::Result<Attr>, reply: ReplyEntry) {
@@ -123,14 +118,7 @@ impl DaxFuse {
     fn new_handle(&self, ino: Ino, flags: i32) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let write = matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR);
-        self.handles.insert(
-            fh,
-            Handle {
-                ino,
-                append: flags & libc::O_APPEND != 0,
-                write,
-            },
-        );
+        self.handles.insert(fh, Handle { ino, append: flags & libc::O_APPEND != 0, write });
         FileHandle(fh)
     }
 }
@@ -200,37 +188,12 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        self.entry(
-            self.fs
-                .mknod(ctx(req), ino(parent), name.as_bytes(), mode & !umask, rdev),
-            reply,
-        )
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        self.entry(self.fs.mknod(ctx(req), ino(parent), name.as_bytes(), mode & !umask, rdev), reply)
     }
 
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        self.entry(
-            self.fs
-                .mkdir(ctx(req), ino(parent), name.as_bytes(), mode & !umask),
-            reply,
-        )
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        self.entry(self.fs.mkdir(ctx(req), ino(parent), name.as_bytes(), mode & !umask), reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -241,23 +204,8 @@ impl Filesystem for DaxFuse {
         Self::empty(self.fs.rmdir(ino(parent), name.as_bytes()), reply)
     }
 
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
-        self.entry(
-            self.fs.symlink(
-                ctx(req),
-                ino(parent),
-                link_name.as_bytes(),
-                target.as_os_str().as_bytes(),
-            ),
-            reply,
-        )
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.entry(self.fs.symlink(ctx(req), ino(parent), link_name.as_bytes(), target.as_os_str().as_bytes()), reply)
     }
 
     fn rename(
@@ -271,29 +219,13 @@ impl Filesystem for DaxFuse {
         reply: ReplyEmpty,
     ) {
         Self::empty(
-            self.fs.rename(
-                ino(parent),
-                name.as_bytes(),
-                ino(newparent),
-                newname.as_bytes(),
-                flags.bits(),
-            ),
+            self.fs.rename(ino(parent), name.as_bytes(), ino(newparent), newname.as_bytes(), flags.bits()),
             reply,
         )
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        self.entry(
-            self.fs.link(ino(i), ino(newparent), newname.as_bytes()),
-            reply,
-        )
+    fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.entry(self.fs.link(ino(i), ino(newparent), newname.as_bytes()), reply)
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -333,22 +265,15 @@ impl Filesystem for DaxFuse {
         reply: ReplyWrite,
     ) {
         // Page-cache writeback names its offset exactly; only direct writes append.
-        let append = !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)
-            && self.handles.get(&fh.0).is_some_and(|h| h.append);
+        let append =
+            !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) && self.handles.get(&fh.0).is_some_and(|h| h.append);
         match self.fs.write(ino(i), offset, data, append) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         reply.ok()
     }
 
@@ -368,14 +293,7 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         Self::empty(self.fs.sync(), reply)
     }
 
@@ -387,24 +305,12 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         // A reply buffer holds a few hundred entries; ask for a page of them.
         match self.fs.readdir(ino(i), offset, 512) {
             Ok(entries) => {
                 for e in entries {
-                    if reply.add(
-                        INodeNo(e.ino.0),
-                        e.offset,
-                        kind(e.kind),
-                        OsStr::from_bytes(&e.name),
-                    ) {
+                    if reply.add(INodeNo(e.ino.0), e.offset, kind(e.kind), OsStr::from_bytes(&e.name)) {
                         break;
                     }
                 }
@@ -414,22 +320,13 @@ impl Filesystem for DaxFuse {
         }
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         Self::empty(self.fs.sync(), reply)
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
         let s = self.fs.statfs();
-        reply.statfs(
-            s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
-        )
+        reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize)
     }
 
     fn setxattr(
@@ -442,10 +339,7 @@ impl Filesystem for DaxFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::empty(
-            self.fs.setxattr(ino(i), name.as_bytes(), value, flags),
-            reply,
-        )
+        Self::empty(self.fs.setxattr(ino(i), name.as_bytes(), value, flags), reply)
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -483,13 +377,7 @@ impl Filesystem for DaxFuse {
     ) {
         let r = self
             .fs
-            .mknod(
-                ctx(req),
-                ino(parent),
-                name.as_bytes(),
-                libc::S_IFREG | (mode & !umask & 0o7777),
-                0,
-            )
+            .mknod(ctx(req), ino(parent), name.as_bytes(), libc::S_IFREG | (mode & !umask & 0o7777), 0)
             .and_then(|a| self.fs.open_inode(a.ino).map(|()| a));
         match r {
             Ok(a) => {
@@ -532,10 +420,7 @@ impl Filesystem for DaxFuse {
     ) {
         // The kernel caps a legacy COPY_FILE_RANGE at 0xfffff000 bytes; callers loop.
         let len = len.min(u32::MAX as u64 & !(crate::types::PAGE_SIZE - 1));
-        match self
-            .fs
-            .copy_range(ino(ino_in), offset_in, ino(ino_out), offset_out, len)
-        {
+        match self.fs.copy_range(ino(ino_in), offset_in, ino(ino_out), offset_out, len) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -554,15 +439,7 @@ impl Filesystem for DaxFuse {
         Self::empty(self.fs.fallocate(ino(i), mode, offset, length), reply)
     }
 
-    fn lseek(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        _fh: FileHandle,
-        offset: i64,
-        whence: i32,
-        reply: ReplyLseek,
-    ) {
+    fn lseek(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         let Ok(off) = u64::try_from(offset) else {
             return reply.error(Errno::ENXIO);
         };
@@ -574,6 +451,18 @@ impl Filesystem for DaxFuse {
 }
 
 impl DaxFuse {
+    /// Drops the kernel's cached copies of the failed file pages, so nothing stale is
+    /// served from the page cache: the next read comes here and fails with EIO.
+    fn invalidate(&self, owners: &[Owner]) {
+        let Some(n) = self.notifier.get() else { return };
+        for o in owners {
+            let ps = crate::types::PAGE_SIZE as i64;
+            if let Err(e) = n.inval_inode(INodeNo(o.ino.0), o.index.0 as i64 * ps, ps) {
+                log::warn!("invalidating inode {} at block {}: {e}", o.ino, o.index);
+            }
+        }
+    }
+
     /// daxlink's ioctls (see `ioctl`); the reply must fit the caller's `out_size`.
     fn ioctl_inner(
         &self,
@@ -589,13 +478,21 @@ impl DaxFuse {
         let writable = || self.handles.get(&fh.0).is_some_and(|h| h.write);
         let out = match cmd {
             ioctl::DAXLINK_IOC_STATS => ioctl::encode_stats(&self.fs.stats()),
-            ioctl::DAXLINK_IOC_EXTENTS => {
-                ioctl::encode_extents(&self.fs.extents(i).map_err(errno)?, arg(0)?)
-            }
+            ioctl::DAXLINK_IOC_EXTENTS => ioctl::encode_extents(&self.fs.extents(i).map_err(errno)?, arg(0)?),
             ioctl::DAXLINK_IOC_PAGE => {
                 let pfn = Pfn(arg(0)?);
-                ioctl::encode_page(pfn, self.fs.page_state(pfn).map_err(errno)?)
+                let state = self.fs.page_state(pfn).map_err(errno)?;
+                ioctl::encode_page(pfn, state, self.fs.page_is_bad(pfn).map_err(errno)?)
             }
+            ioctl::DAXLINK_IOC_INJECT => {
+                if req.uid() != 0 {
+                    return Err(Errno::EPERM);
+                }
+                let f = self.fs.memory_failure(Pfn(arg(0)?), arg(1)?).map_err(errno)?;
+                self.invalidate(&f.owners);
+                ioctl::bytes(&[f.failed.len() as u64, f.owners.len() as u64, f.holder_calls], ioctl::INJECT_LEN)
+            }
+            ioctl::DAXLINK_IOC_POISON => ioctl::encode_poison(&self.fs.bad_pages(), arg(0)?),
             ioctl::DAXLINK_IOC_DEDUPE => {
                 if !writable() {
                     return Err(Errno::EBADF);
@@ -605,10 +502,7 @@ impl DaxFuse {
                 if !may_read(&a, req.uid(), req.gid()) {
                     return Err(Errno::EACCES);
                 }
-                let r = self
-                    .fs
-                    .dedupe_range(src, arg(1)?, i, arg(2)?, arg(3)?)
-                    .map_err(errno)?;
+                let r = self.fs.dedupe_range(src, arg(1)?, i, arg(2)?, arg(3)?).map_err(errno)?;
                 let (bytes, status) = match r {
                     Dedupe::Same { bytes } => (bytes, ioctl::DEDUPE_SAME),
                     Dedupe::Differs => (0, ioctl::DEDUPE_DIFFERS),

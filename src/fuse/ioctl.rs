@@ -3,7 +3,7 @@
 //! ioctl number (`_IOR`/`_IOW`/`_IOWR`). All fields are little-endian u64s.
 
 use crate::dax::PageState;
-use crate::fs::{Mapping, Stats};
+use crate::fs::{BadPage, Mapping, Stats};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// The ioctl "type" byte of daxlink.
@@ -16,7 +16,7 @@ const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
 }
 
 /// Statistics (`daxlink stat`), on any file or directory of the mount.
-pub const STATS_LEN: usize = 9 * 8;
+pub const STATS_LEN: usize = 11 * 8;
 pub const DAXLINK_IOC_STATS: u32 = ioc(IOC_READ, 1, STATS_LEN);
 
 /// Extents of the file, from a file offset: in `[start]`; out `[count, more, next]`
@@ -25,9 +25,10 @@ pub const EXTENTS_MAX: usize = 256;
 pub const EXTENTS_LEN: usize = 3 * 8 + EXTENTS_MAX * 4 * 8;
 pub const DAXLINK_IOC_EXTENTS: u32 = ioc(IOC_READ | IOC_WRITE, 2, EXTENTS_LEN);
 pub const EXTENT_SHARED: u64 = 1;
+pub const EXTENT_POISONED: u64 = 2;
 
-/// A page's owner state: in `[pfn]`; out `[pfn, state, mapping, index or share]`.
-pub const PAGE_LEN: usize = 4 * 8;
+/// A page's owner state: in `[pfn]`; out `[pfn, state, mapping, index or share, bad]`.
+pub const PAGE_LEN: usize = 5 * 8;
 pub const DAXLINK_IOC_PAGE: u32 = ioc(IOC_READ | IOC_WRITE, 3, PAGE_LEN);
 pub const PAGE_FREE: u64 = 0;
 pub const PAGE_OWNED: u64 = 1;
@@ -44,11 +45,20 @@ pub const DEDUPE_DIFFERS: u64 = 1;
 pub const UNSHARE_LEN: usize = 2 * 8;
 pub const DAXLINK_IOC_UNSHARE: u32 = ioc(IOC_WRITE, 5, UNSHARE_LEN);
 
+/// Fail arena pages (root only): in `[pfn, count]`; out `[pages failed, owners found,
+/// holder calls, 0]`.
+pub const INJECT_LEN: usize = 4 * 8;
+pub const DAXLINK_IOC_INJECT: u32 = ioc(IOC_READ | IOC_WRITE, 6, INJECT_LEN);
+
+/// Bad pages and their owners, from a pfn: in `[start]`; out `[count, more, next]` then
+/// `count` records `[pfn, inode, file offset]` (inode 0: a bad page without owners).
+pub const POISON_MAX: usize = 512;
+pub const POISON_LEN: usize = 3 * 8 + POISON_MAX * 3 * 8;
+pub const DAXLINK_IOC_POISON: u32 = ioc(IOC_READ | IOC_WRITE, 7, POISON_LEN);
+
 /// Little-endian u64 words of an ioctl buffer; short input reads as missing.
 pub fn words(b: &[u8]) -> Vec<u64> {
-    b.chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect()
+    b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect()
 }
 
 pub fn bytes(words: &[u64], len: usize) -> Vec<u8> {
@@ -69,6 +79,8 @@ pub fn encode_stats(s: &Stats) -> Vec<u8> {
             s.inodes,
             s.log_bytes,
             s.generation,
+            s.pages_bad,
+            s.holder_calls,
         ],
         STATS_LEN,
     )
@@ -76,7 +88,7 @@ pub fn encode_stats(s: &Stats) -> Vec<u8> {
 
 pub fn decode_stats(b: &[u8]) -> Option<Stats> {
     let v = words(b);
-    (v.len() == 9).then(|| Stats {
+    (v.len() == 11).then(|| Stats {
         block_size: v[0],
         pages_total: v[1],
         pages_used: v[2],
@@ -86,26 +98,21 @@ pub fn decode_stats(b: &[u8]) -> Option<Stats> {
         inodes: v[6],
         log_bytes: v[7],
         generation: v[8],
+        pages_bad: v[9],
+        holder_calls: v[10],
     })
 }
 
 /// One batch of extents starting at the first one that ends after `start`.
 pub fn encode_extents(all: &[Mapping], start: u64) -> Vec<u8> {
-    let from = all
-        .iter()
-        .position(|m| m.fblock.plus(m.len).byte() > start)
-        .unwrap_or(all.len());
+    let from = all.iter().position(|m| m.fblock.plus(m.len).byte() > start).unwrap_or(all.len());
     let batch = &all[from..(from + EXTENTS_MAX).min(all.len())];
     let more = from + batch.len() < all.len();
     let next = batch.last().map_or(0, |m| m.fblock.plus(m.len).byte());
     let mut w = vec![batch.len() as u64, more as u64, next];
     for m in batch {
-        w.extend([
-            m.fblock.byte(),
-            m.len * PAGE_SIZE,
-            m.pfn.0,
-            if m.shared { EXTENT_SHARED } else { 0 },
-        ]);
+        let flags = if m.shared { EXTENT_SHARED } else { 0 } | if m.poisoned { EXTENT_POISONED } else { 0 };
+        w.extend([m.fblock.byte(), m.len * PAGE_SIZE, m.pfn.0, flags]);
     }
     bytes(&w, EXTENTS_LEN)
 }
@@ -125,31 +132,67 @@ pub fn decode_extents(b: &[u8]) -> Option<(Vec<Mapping>, Option<u64>)> {
             len: r[1] / PAGE_SIZE,
             pfn: Pfn(r[2]),
             shared: r[3] & EXTENT_SHARED != 0,
+            poisoned: r[3] & EXTENT_POISONED != 0,
         })
         .collect();
     Some((maps, (more != 0).then_some(next)))
 }
 
-pub fn encode_page(pfn: Pfn, s: PageState) -> Vec<u8> {
+pub fn encode_page(pfn: Pfn, s: PageState, bad: bool) -> Vec<u8> {
     let w = match s {
         PageState::Free => [pfn.0, PAGE_FREE, 0, 0],
         PageState::Owned { mapping, index } => [pfn.0, PAGE_OWNED, mapping.0, index.0],
         PageState::Shared { share } => [pfn.0, PAGE_SHARED, 0, share],
     };
-    bytes(&w, PAGE_LEN)
+    bytes(&[w[0], w[1], w[2], w[3], bad as u64], PAGE_LEN)
 }
 
-pub fn decode_page(b: &[u8]) -> Option<PageState> {
+pub fn decode_page(b: &[u8]) -> Option<(PageState, bool)> {
     let w = words(b);
-    Some(match *w.get(1)? {
+    let state = match *w.get(1)? {
         PAGE_FREE => PageState::Free,
-        PAGE_OWNED => PageState::Owned {
-            mapping: Ino(w[2]),
-            index: FileBlock(w[3]),
-        },
+        PAGE_OWNED => PageState::Owned { mapping: Ino(w[2]), index: FileBlock(w[3]) },
         PAGE_SHARED => PageState::Shared { share: w[3] },
         _ => return None,
-    })
+    };
+    Some((state, *w.get(4)? != 0))
+}
+
+/// Bad pages from `start` on, whole pages per batch (a page's owners are never split).
+pub fn encode_poison(all: &[BadPage], start: u64) -> Vec<u8> {
+    let mut recs: Vec<[u64; 3]> = Vec::new();
+    let mut next = 0;
+    let mut more = false;
+    for p in all.iter().filter(|p| p.pfn.0 >= start) {
+        let rows: Vec<[u64; 3]> = if p.owners.is_empty() {
+            vec![[p.pfn.0, 0, 0]]
+        } else {
+            p.owners.iter().take(POISON_MAX).map(|(i, b)| [p.pfn.0, i.0, b.byte()]).collect()
+        };
+        if !recs.is_empty() && recs.len() + rows.len() > POISON_MAX {
+            more = true;
+            break;
+        }
+        recs.extend(rows);
+        next = p.pfn.0 + 1;
+    }
+    let mut w = vec![recs.len() as u64, more as u64, next];
+    w.extend(recs.iter().flatten());
+    bytes(&w, POISON_LEN)
+}
+
+/// One owner row of a bad page: `(pfn, inode, file offset)`; inode 0 for no owner.
+pub type PoisonRow = (Pfn, Ino, u64);
+
+/// Decodes a batch: its rows and where the next batch starts.
+pub fn decode_poison(b: &[u8]) -> Option<(Vec<PoisonRow>, Option<u64>)> {
+    let w = words(b);
+    let (count, more, next) = (*w.first()? as usize, *w.get(1)?, *w.get(2)?);
+    if count > POISON_MAX {
+        return None;
+    }
+    let rows = w.get(3..3 + count * 3)?.chunks_exact(3).map(|r| (Pfn(r[0]), Ino(r[1]), r[2])).collect();
+    Some((rows, (more != 0).then_some(next)))
 }
 
 #[cfg(test)]
@@ -164,6 +207,8 @@ mod tests {
             (DAXLINK_IOC_PAGE, PAGE_LEN),
             (DAXLINK_IOC_DEDUPE, DEDUPE_LEN),
             (DAXLINK_IOC_UNSHARE, UNSHARE_LEN),
+            (DAXLINK_IOC_INJECT, INJECT_LEN),
+            (DAXLINK_IOC_POISON, POISON_LEN),
         ] {
             assert_eq!(((cmd >> 16) & 0x3fff) as usize, len);
             assert!(len < 1 << 14);
@@ -178,6 +223,7 @@ mod tests {
                 pfn: Pfn(1000 + i * 3),
                 len: 1,
                 shared: i % 2 == 0,
+                poisoned: i % 3 == 0,
             })
             .collect();
         let (first, next) = decode_extents(&encode_extents(&all, 0)).unwrap();
@@ -189,16 +235,32 @@ mod tests {
 
     #[test]
     fn page_states_roundtrip() {
-        for s in [
-            PageState::Free,
-            PageState::Owned {
-                mapping: Ino(5),
-                index: FileBlock(9),
-            },
-            PageState::Shared { share: 4 },
-        ] {
-            assert_eq!(decode_page(&encode_page(Pfn(77), s)), Some(s));
+        for s in
+            [PageState::Free, PageState::Owned { mapping: Ino(5), index: FileBlock(9) }, PageState::Shared { share: 4 }]
+        {
+            assert_eq!(decode_page(&encode_page(Pfn(77), s, true)), Some((s, true)));
         }
+    }
+
+    #[test]
+    fn poison_batches_keep_each_pages_owners_together() {
+        let all: Vec<BadPage> = (0..40)
+            .map(|p| BadPage { pfn: Pfn(p), owners: (0..20).map(|i| (Ino(i + 2), FileBlock(p))).collect() })
+            .collect();
+        let mut start = 0;
+        let mut rows = Vec::new();
+        loop {
+            let (batch, next) = decode_poison(&encode_poison(&all, start)).unwrap();
+            assert_eq!(batch.len() % 20, 0, "a page's owners were split across batches");
+            rows.extend(batch);
+            match next {
+                Some(n) => start = n,
+                None => break,
+            }
+        }
+        assert_eq!(rows.len(), 800);
+        let (free, _) = decode_poison(&encode_poison(&[BadPage { pfn: Pfn(9), owners: vec![] }], 0)).unwrap();
+        assert_eq!(free, vec![(Pfn(9), Ino(0), 0)]);
     }
 
     #[test]

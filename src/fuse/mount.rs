@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
@@ -25,9 +25,7 @@ pub struct MountConfig {
 }
 
 /// Options that only mean something to mount(8) or fstab; accepted and ignored.
-const FSTAB_ONLY: &[&str] = &[
-    "defaults", "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "_netdev",
-];
+const FSTAB_ONLY: &[&str] = &["defaults", "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "_netdev"];
 
 impl MountConfig {
     pub fn new(pool: PathBuf, mountpoint: PathBuf) -> MountConfig {
@@ -84,12 +82,7 @@ impl MountConfig {
                     None
                 }
                 "default_permissions" => None,
-                o if FSTAB_ONLY.contains(&o)
-                    || o.starts_with("x-")
-                    || o.starts_with("comment=") =>
-                {
-                    None
-                }
+                o if FSTAB_ONLY.contains(&o) || o.starts_with("x-") || o.starts_with("comment=") => None,
                 o if o.starts_with("threads=") => {
                     self.threads = o[8..]
                         .parse()
@@ -110,20 +103,13 @@ impl MountConfig {
 
     fn fuser_config(&self) -> Config {
         let mut cfg = Config::default();
-        let mut opts = vec![
-            MountOption::FSName(self.pool.display().to_string()),
-            MountOption::DefaultPermissions,
-        ];
+        let mut opts = vec![MountOption::FSName(self.pool.display().to_string()), MountOption::DefaultPermissions];
         if self.subtype {
             opts.push(MountOption::CUSTOM("subtype=daxlink".into()));
         }
         opts.extend(self.kernel.iter().cloned());
         cfg.mount_options = opts;
-        cfg.acl = if self.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        };
+        cfg.acl = if self.allow_other { SessionACL::All } else { SessionACL::Owner };
         cfg.n_threads = Some(self.threads);
         cfg.clone_fd = true;
         cfg
@@ -149,7 +135,10 @@ fn conflicts(a: &MountOption, b: &MountOption) -> bool {
 
 /// Mounts `fs` and returns the session, ready to run.
 pub fn mount(fs: Arc<Fs>, cfg: &MountConfig) -> io::Result<Session<DaxFuse>> {
-    Session::new(DaxFuse::new(fs), &cfg.mountpoint, &cfg.fuser_config())
+    let notifier = Arc::new(OnceLock::new());
+    let session = Session::new(DaxFuse::new(fs, notifier.clone()), &cfg.mountpoint, &cfg.fuser_config())?;
+    let _ = notifier.set(session.notifier());
+    Ok(session)
 }
 
 #[cfg(test)]
@@ -172,12 +161,8 @@ mod tests {
     #[test]
     fn fstab_only_options_are_accepted_and_unknown_ones_named() {
         let mut c = cfg();
-        c.parse_options("defaults,noauto,x-systemd.automount,_netdev")
-            .unwrap();
-        assert_eq!(
-            c.parse_options("rw,bogus=1").unwrap_err(),
-            "unknown mount option 'bogus=1'"
-        );
+        c.parse_options("defaults,noauto,x-systemd.automount,_netdev").unwrap();
+        assert_eq!(c.parse_options("rw,bogus=1").unwrap_err(), "unknown mount option 'bogus=1'");
         assert!(c.parse_options("threads=0").is_err());
     }
 
@@ -185,10 +170,6 @@ mod tests {
     fn nosubtype_drops_the_subtype() {
         let mut c = cfg();
         c.parse_options("nosubtype").unwrap();
-        assert!(
-            !c.fuser_config()
-                .mount_options
-                .contains(&MountOption::CUSTOM("subtype=daxlink".into()))
-        );
+        assert!(!c.fuser_config().mount_options.contains(&MountOption::CUSTOM("subtype=daxlink".into())));
     }
 }

@@ -1,0 +1,199 @@
+//! The reverse map: arena page -> every `(inode, file block)` that maps it, the
+//! analogue of XFS's rmap btree that `xfs_dax_notify_failure` walks.
+//!
+//! Kept as disjoint page segments, each with the owners of all its pages (an owner is
+//! stored with the file block of the segment's first page). Segments split where an
+//! owner's extent starts or ends and merge again when neighbours carry the same
+//! owners, so a lookup is one `BTreeMap` search plus the owners found: O(log n + k).
+
+use std::collections::BTreeMap;
+
+use crate::dax::{HolderOps, Owner};
+use crate::types::{ArenaOffset, FileBlock, Ino, PAGE_SIZE, Pfn};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seg {
+    len: u64,
+    /// Sorted; file block of the segment's first page.
+    owners: Vec<(Ino, u64)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Rmap {
+    segs: BTreeMap<u64, Seg>,
+}
+
+impl Rmap {
+    /// Ensures a segment boundary at page `p`.
+    fn split_at(&mut self, p: u64) {
+        let Some((&s, seg)) = self.segs.range_mut(..p).next_back() else { return };
+        if s + seg.len <= p {
+            return;
+        }
+        let left = p - s;
+        let right = Seg { len: seg.len - left, owners: seg.owners.iter().map(|&(i, f)| (i, f + left)).collect() };
+        seg.len = left;
+        self.segs.insert(p, right);
+    }
+
+    /// Merges the segments meeting at `p` if they continue each other's owners.
+    fn merge_at(&mut self, p: u64) {
+        let Some((&s, left)) = self.segs.range(..p).next_back() else { return };
+        let Some(right) = self.segs.get(&p) else { return };
+        let continues = s + left.len == p
+            && left.owners.len() == right.owners.len()
+            && left.owners.iter().zip(&right.owners).all(|(&(li, lf), &(ri, rf))| li == ri && lf + left.len == rf);
+        if continues {
+            let extra = right.len;
+            self.segs.remove(&p);
+            if let Some(l) = self.segs.get_mut(&s) {
+                l.len += extra;
+            }
+        }
+    }
+
+    /// Records that `ino` maps `len` pages from `pfn` at file block `fblock`.
+    pub fn add(&mut self, pfn: Pfn, len: u64, ino: Ino, fblock: FileBlock) {
+        let (start, end) = (pfn.0, pfn.0 + len);
+        self.split_at(start);
+        self.split_at(end);
+        let mut at = start;
+        let existing: Vec<u64> = self.segs.range(start..end).map(|(s, _)| *s).collect();
+        let mut gaps = Vec::new();
+        for s in existing {
+            if at < s {
+                gaps.push((at, s - at));
+            }
+            let seg = self.segs.get_mut(&s).expect("listed above");
+            let owner = (ino, fblock.0 + (s - start));
+            let pos = seg.owners.binary_search(&owner).unwrap_or_else(|e| e);
+            seg.owners.insert(pos, owner);
+            at = s + seg.len;
+        }
+        if at < end {
+            gaps.push((at, end - at));
+        }
+        for (s, l) in gaps {
+            self.segs.insert(s, Seg { len: l, owners: vec![(ino, fblock.0 + (s - start))] });
+        }
+        let starts: Vec<u64> = self.segs.range(start..=end).map(|(s, _)| *s).collect();
+        for s in starts.into_iter().rev() {
+            self.merge_at(s);
+        }
+    }
+
+    /// Records that `ino` no longer maps those pages.
+    pub fn remove(&mut self, pfn: Pfn, len: u64, ino: Ino, fblock: FileBlock) {
+        let (start, end) = (pfn.0, pfn.0 + len);
+        self.split_at(start);
+        self.split_at(end);
+        let segs: Vec<u64> = self.segs.range(start..end).map(|(s, _)| *s).collect();
+        for s in segs {
+            let seg = self.segs.get_mut(&s).expect("listed above");
+            let owner = (ino, fblock.0 + (s - start));
+            if let Ok(pos) = seg.owners.binary_search(&owner) {
+                seg.owners.remove(pos);
+            }
+            if seg.owners.is_empty() {
+                self.segs.remove(&s);
+            }
+        }
+        self.merge_at(end);
+        self.merge_at(start);
+    }
+
+    /// Every owner of every page in `[pfn, pfn + len)`.
+    pub fn owners(&self, pfn: Pfn, len: u64) -> Vec<Owner> {
+        let end = pfn.0 + len;
+        let first = self.segs.range(..=pfn.0).next_back().map_or(pfn.0, |(s, _)| *s);
+        let mut out = Vec::new();
+        for (&s, seg) in self.segs.range(first..end) {
+            let lo = s.max(pfn.0);
+            let hi = (s + seg.len).min(end);
+            for p in lo..hi {
+                for &(ino, f) in &seg.owners {
+                    out.push(Owner { pfn: Pfn(p), ino, index: FileBlock(f + (p - s)) });
+                }
+            }
+        }
+        out
+    }
+
+    pub fn segments(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// Whether this map says exactly what `expected` (built from the extent maps) says.
+    pub fn check(&self, expected: &Rmap) -> Result<(), String> {
+        if self.segs != expected.segs {
+            let diff = self
+                .segs
+                .iter()
+                .zip(&expected.segs)
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("have {a:?}, extent maps say {b:?}"))
+                .unwrap_or_else(|| format!("{} segments, extent maps give {}", self.segs.len(), expected.segs.len()));
+            return Err(format!("reverse map: {diff}"));
+        }
+        Ok(())
+    }
+}
+
+impl HolderOps for Rmap {
+    fn notify_failure(&self, offset: ArenaOffset, len: u64, _flags: u32) -> Vec<Owner> {
+        let first = offset.0 / PAGE_SIZE;
+        let last = (offset.0 + len).div_ceil(PAGE_SIZE);
+        self.owners(Pfn(first), last - first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(p: u64, i: u64, f: u64) -> Owner {
+        Owner { pfn: Pfn(p), ino: Ino(i), index: FileBlock(f) }
+    }
+
+    #[test]
+    fn overlapping_clones_split_and_answer_per_page() {
+        let mut r = Rmap::default();
+        r.add(Pfn(100), 10, Ino(1), FileBlock(0));
+        r.add(Pfn(104), 2, Ino(2), FileBlock(50));
+        assert_eq!(r.owners(Pfn(105), 1), vec![owner(105, 1, 5), owner(105, 2, 51)]);
+        assert_eq!(r.owners(Pfn(103), 1), vec![owner(103, 1, 3)]);
+        assert_eq!(r.segments(), 3);
+        r.remove(Pfn(104), 2, Ino(2), FileBlock(50));
+        assert_eq!(r.segments(), 1, "segments must merge back");
+        assert_eq!(r.owners(Pfn(105), 1), vec![owner(105, 1, 5)]);
+    }
+
+    #[test]
+    fn adjacent_adds_of_one_file_merge() {
+        let mut r = Rmap::default();
+        for i in 0..8 {
+            r.add(Pfn(200 + i), 1, Ino(3), FileBlock(i));
+        }
+        assert_eq!(r.segments(), 1);
+        r.remove(Pfn(200), 8, Ino(3), FileBlock(0));
+        assert_eq!(r.segments(), 0);
+    }
+
+    #[test]
+    fn one_file_mapping_a_page_twice_is_two_owners() {
+        let mut r = Rmap::default();
+        r.add(Pfn(10), 1, Ino(4), FileBlock(0));
+        r.add(Pfn(10), 1, Ino(4), FileBlock(7));
+        assert_eq!(r.owners(Pfn(10), 1), vec![owner(10, 4, 0), owner(10, 4, 7)]);
+        r.remove(Pfn(10), 1, Ino(4), FileBlock(0));
+        assert_eq!(r.owners(Pfn(10), 1), vec![owner(10, 4, 7)]);
+    }
+
+    #[test]
+    fn holder_answers_by_byte_range() {
+        let mut r = Rmap::default();
+        r.add(Pfn(5), 3, Ino(9), FileBlock(0));
+        let got = r.notify_failure(Pfn(6).offset(), PAGE_SIZE, 0);
+        assert_eq!(got, vec![owner(6, 9, 1)]);
+    }
+}
