@@ -351,6 +351,12 @@ impl Core {
     pub fn fallocate(&mut self, ino: Ino, mode: i32, off: u64, len: u64) -> Result<()> {
         self.writable()?;
         let size = self.file_size(ino)?;
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        // vfs_fallocate checks the mode before the range.
+        let op = mode & !FALLOC_FL_KEEP_SIZE;
+        if !(op == 0 || op == FALLOC_FL_ZERO_RANGE || op == FALLOC_FL_PUNCH_HOLE && keep) {
+            return Err(Error::NotSupported);
+        }
         if len == 0 {
             return Err(Error::Invalid);
         }
@@ -358,12 +364,24 @@ impl Core {
         if end > MAX_FILE_SIZE {
             return Err(Error::FileTooBig);
         }
-        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
-        match mode & !FALLOC_FL_KEEP_SIZE {
-            0 => {}
-            FALLOC_FL_PUNCH_HOLE if keep => return self.punch(ino, off, end),
-            FALLOC_FL_ZERO_RANGE => self.punch(ino, off, end)?,
-            _ => return Err(Error::NotSupported),
+        if op == FALLOC_FL_PUNCH_HOLE {
+            return self.punch(ino, off, end);
+        }
+        if op == FALLOC_FL_ZERO_RANGE {
+            // Punch-then-allocate must not stop half-way: check the space first.
+            let first = FileBlock::of(off);
+            let blocks = end.div_ceil(PAGE_SIZE) - first.0;
+            let m = self.extent_map(ino)?;
+            let private: u64 = m
+                .range(first, blocks)
+                .iter()
+                .flat_map(|x| (0..x.len).map(move |i| x.pfn.plus(i)))
+                .filter(|p| !self.page_is_cow(*p))
+                .count() as u64;
+            if blocks - private > self.st.alloc.free_pages() + self.st.alloc.busy_pages() {
+                return Err(Error::NoSpace);
+            }
+            self.punch(ino, off, end)?;
         }
         if !keep && end > size {
             self.zero_past_eof(ino, size)?;

@@ -136,6 +136,10 @@ impl Core {
     pub fn link(&mut self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
         self.writable()?;
         check_name(name)?;
+        // linkat looks the new name up before vfs_link refuses a directory.
+        if self.dir_of(parent)?.get(name).is_some() {
+            return Err(Error::Exists);
+        }
         let a = self.inode(ino)?.attr;
         if a.kind() == Kind::Dir {
             return Err(Error::Perm);
@@ -145,9 +149,6 @@ impl Core {
         }
         if a.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
-        }
-        if self.dir_of(parent)?.get(name).is_some() {
-            return Err(Error::Exists);
         }
         let now = Timespec::now();
         let mut tx = Tx::new();
@@ -272,14 +273,21 @@ impl Core {
             tx.attr(&self.st, dst)?.ctime = now;
             return self.commit_tx(tx);
         }
+        // do_renameat2's order: NOREPLACE, then the two ancestry traps, then vfs_rename.
+        if dst.is_some() && flags & RENAME_NOREPLACE != 0 {
+            return Err(Error::Exists);
+        }
         if src_dir && self.is_within(new_parent, src) {
             return Err(Error::Invalid);
         }
+        if let Some(d) = dst
+            && self.inode(d)?.dir().is_some()
+            && self.is_within(parent, d)
+        {
+            return Err(Error::NotEmpty);
+        }
         let mut new_parent_delta = 0;
         if let Some(dst) = dst {
-            if flags & RENAME_NOREPLACE != 0 {
-                return Err(Error::Exists);
-            }
             if dst == src {
                 // Two names of one inode: rename(2) does nothing.
                 return Ok(());

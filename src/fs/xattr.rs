@@ -25,6 +25,14 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 impl Core {
+    /// `xattr_permission`: user.* may be written only on regular files and directories.
+    fn check_user_write(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        if name.starts_with(b"user.") && !matches!(self.inode(ino)?.attr.kind(), Kind::File | Kind::Dir) {
+            return Err(Error::Perm);
+        }
+        Ok(())
+    }
+
     pub fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         self.writable()?;
         check_name(name)?;
@@ -34,11 +42,8 @@ impl Core {
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(Error::Invalid);
         }
+        self.check_user_write(ino, name)?;
         let inode = self.inode(ino)?;
-        // user.* only on regular files and directories (xattr(7)).
-        if name.starts_with(b"user.") && !matches!(inode.attr.kind(), Kind::File | Kind::Dir) {
-            return Err(Error::Perm);
-        }
         let old = inode.xattrs.get(name);
         match (old.is_some(), flags) {
             (true, XATTR_CREATE) => return Err(Error::Exists),
@@ -73,6 +78,7 @@ impl Core {
     pub fn removexattr(&mut self, ino: Ino, name: &[u8]) -> Result<()> {
         self.writable()?;
         check_name(name)?;
+        self.check_user_write(ino, name)?;
         if !self.inode(ino)?.xattrs.contains_key(name) {
             return Err(Error::NoData);
         }
