@@ -15,38 +15,25 @@ fn main() -> Result<(), daxlink::Error> {
     Fs::mkfs(&*media, ctx, [0; 16])?;
     let fs = Fs::open(media.clone(), Options::default())?;
 
-    let a = fs
-        .mknod(ctx, Ino::ROOT, b"a", libc::S_IFREG | 0o644, 0)?
-        .ino;
+    let a = fs.mknod(ctx, Ino::ROOT, b"a", libc::S_IFREG | 0o644, 0)?.ino;
     fs.write(a, 0, &vec![7u8; 4 * PAGE_SIZE as usize], false)?;
     let pfn = fs.extents(a)?[0].pfn;
     println!("after write:      page {pfn} is {:?}", fs.page_state(pfn)?);
 
-    let b = fs
-        .mknod(ctx, Ino::ROOT, b"b", libc::S_IFREG | 0o644, 0)?
-        .ino;
+    let b = fs.mknod(ctx, Ino::ROOT, b"b", libc::S_IFREG | 0o644, 0)?.ino;
     let n = fs.clone_range(a, 0, b, 0, 0)?;
-    println!(
-        "after clone ({n} bytes): page {pfn} is {:?}",
-        fs.page_state(pfn)?
-    );
+    println!("after clone ({n} bytes): page {pfn} is {:?}", fs.page_state(pfn)?);
 
     fs.write(b, 0, b"new", false)?;
     let b0 = fs.extents(b)?[0];
-    println!(
-        "after COW write:  b's first page is {} (shared: {}), a's is still {pfn}",
-        b0.pfn, b0.shared
-    );
+    println!("after COW write:  b's first page is {} (shared: {}), a's is still {pfn}", b0.pfn, b0.shared);
 
     fs.unlink(Ino::ROOT, b"b")?;
     println!("after unlink b:   page {pfn} is {:?}", fs.page_state(pfn)?);
 
     fs.sync()?;
     let s = fs.stats();
-    println!(
-        "pages used {} shared {} free {}, warnings {}",
-        s.pages_used, s.pages_shared, s.pages_free, s.warnings
-    );
+    println!("pages used {} shared {} free {}, warnings {}", s.pages_used, s.pages_shared, s.pages_free, s.warnings);
     fs.check().map_err(daxlink::Error::Io)?;
     Ok(())
 }
