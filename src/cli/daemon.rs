@@ -54,7 +54,7 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
                 if let Some(mut t) = tx.take() {
                     let _ = t.write_all(msg.as_bytes());
                 }
-                detach_stdio();
+                detach_stdio(cfg.log.as_deref());
             });
             if let (Err(e), Some(mut t)) = (&r, tx.take()) {
                 let _ = t.write_all(format!("daxlink: {}: {e}", cfg.pool.display()).as_bytes());
@@ -88,13 +88,20 @@ fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
     Ok(())
 }
 
-/// The daemon's stdio must not hold the caller's terminal or pipes open.
-fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
+/// The daemon's stdio must not hold the caller's terminal or pipes open; its log
+/// (stderr) goes to `log` when given (`-o log=PATH`), else nowhere.
+fn detach_stdio(log: Option<&Path>) {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null");
+    let err = log.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    if let Ok(null) = &null {
+        for fd in 0..2 {
             // SAFETY: dup2 onto the standard descriptors.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
+    }
+    if let Some(f) = err.as_ref().map(|f| f.as_raw_fd()).or(null.as_ref().ok().map(|n| n.as_raw_fd())) {
+        // SAFETY: as above.
+        unsafe { libc::dup2(f, 2) };
     }
 }

@@ -21,6 +21,8 @@ pub struct MountConfig {
     /// `FSTYP=fuse` wants that).
     pub subtype: bool,
     pub threads: usize,
+    /// Where the detached daemon's log goes (memory failures, errors).
+    pub log: Option<PathBuf>,
     kernel: Vec<MountOption>,
 }
 
@@ -36,6 +38,7 @@ impl MountConfig {
             allow_other: false,
             subtype: true,
             threads: 4,
+            log: None,
             kernel: Vec::new(),
         }
     }
@@ -83,6 +86,10 @@ impl MountConfig {
                 }
                 "default_permissions" => None,
                 o if FSTAB_ONLY.contains(&o) || o.starts_with("x-") || o.starts_with("comment=") => None,
+                o if o.starts_with("log=") && o.len() > 4 => {
+                    self.log = Some(PathBuf::from(&o[4..]));
+                    None
+                }
                 o if o.starts_with("threads=") => {
                     self.threads = o[8..]
                         .parse()
