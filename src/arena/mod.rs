@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod codec;
+pub mod crash;
 pub mod layout;
 pub mod media;
 pub mod pool;

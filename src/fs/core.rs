@@ -213,7 +213,7 @@ impl Core {
         let payload = self.st.encode_checkpoint();
         self.journal.checkpoint(&*self.media, &payload)?;
         self.dirty.clear();
-        self.st.alloc.commit();
+        self.st.committed();
         Ok(())
     }
 
@@ -245,7 +245,7 @@ impl Core {
             dirty.into_iter().filter_map(|ino| self.st.inodes.get(&ino).map(|i| Record::SetInode(i.attr))).collect();
         self.commit(recs)?;
         self.journal.flush(&*self.media)?;
-        self.st.alloc.commit();
+        self.st.committed();
         Ok(())
     }
 

@@ -61,8 +61,11 @@ impl Core {
     }
 
     /// A page another file also holds must be copied before it is written.
+    /// A page another file holds must be copied before it is written; so must one that
+    /// lost an owner since the last commit, which a crash could give back.
     pub(super) fn page_is_cow(&self, pfn: Pfn) -> bool {
         matches!(self.st.pages.state(pfn), PageState::Shared { share } if share > 1)
+            || self.st.unshared_since_commit.contains(&pfn)
     }
 
     /// Applies the atime policy after a read of `ino`.
@@ -213,8 +216,17 @@ impl Core {
         Ok(allocated)
     }
 
-    /// Commits `tx`; gives back its pages if that fails.
+    /// Commits `tx`, whose records map the freshly `allocated` pages; gives the pages
+    /// back if that fails. The pages' new contents are made durable first: a record
+    /// must never reach the media before the bytes it points at, or a crash would show
+    /// whatever the page held before (another file's data).
     fn commit_store(&mut self, tx: Tx, allocated: &[(Pfn, u64)]) -> Result<()> {
+        for &(p, n) in allocated {
+            if let Err(e) = self.media.flush(p.offset().0, n * PAGE_SIZE) {
+                self.unalloc(allocated);
+                return Err(Error::Io(format!("flushing new pages: {e}")));
+            }
+        }
         self.commit_tx(tx).inspect_err(|_| self.unalloc(allocated))
     }
 

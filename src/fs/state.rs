@@ -5,7 +5,7 @@
 //! Everything not in a record — the page table, free space, page refcounts (the page
 //! table's `share`) — is derived here from the extent maps.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::extent::Extent;
 use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE};
@@ -36,6 +36,10 @@ pub struct State {
     pub rmap: Rmap,
     /// File blocks whose page failed: they read EIO until a whole-page write.
     pub poison: BTreeSet<(Ino, FileBlock)>,
+    /// Pages that lost an owner but kept another since the last commit. Until the loss
+    /// is durable a crash can give the owner back, so they are not written in place
+    /// (the busy-extent rule, for shared pages).
+    pub unshared_since_commit: HashSet<Pfn>,
 }
 
 fn valid_name(name: &[u8]) -> bool {
@@ -52,6 +56,7 @@ impl State {
             next_ino: Ino::ROOT.0 + 1,
             rmap: Rmap::default(),
             poison: BTreeSet::new(),
+            unshared_since_commit: HashSet::new(),
             geo,
         }
     }
@@ -199,8 +204,14 @@ impl State {
             for i in 0..e.len {
                 let p = e.pfn.plus(i);
                 self.pages.disassociate(p, ino);
+                if !self.pages.is_free(p) {
+                    if mode == Mode::Live {
+                        self.unshared_since_commit.insert(p);
+                    }
+                    continue;
+                }
                 // A failed page leaves circulation when its last owner lets go.
-                if !self.pages.is_free(p) || self.pages.is_bad(p) {
+                if self.pages.is_bad(p) {
                     continue;
                 }
                 run = match run {
@@ -218,6 +229,13 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Everything logged so far is durable: freed pages may be reused, pages that lost
+    /// owners may be written in place.
+    pub fn committed(&mut self) {
+        self.alloc.commit();
+        self.unshared_since_commit.clear();
     }
 
     /// After replay: derive free space from the page table.
