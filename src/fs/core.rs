@@ -143,7 +143,7 @@ impl Core {
             for r in &recs {
                 st.apply(r, Mode::Replay).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
             }
-            journal.account_replayed(recs.iter().map(Record::growth_bound).sum());
+            journal.account_replayed(recs.iter().map(|r| r.growth_bound(&|_| false)).sum());
         }
         st.derive_free_space();
         st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}")))?;
@@ -181,7 +181,8 @@ impl Core {
             return Ok(());
         }
         let payload = encode_all(&recs);
-        let growth: u64 = recs.iter().map(Record::growth_bound).sum();
+        let exists = |ino| self.st.inodes.contains_key(&ino);
+        let growth: u64 = recs.iter().map(|r| r.growth_bound(&exists)).sum();
         if !self.journal.fits(payload.len() as u64, growth) {
             self.checkpoint()?;
             if !self.journal.fits(payload.len() as u64, growth) {
@@ -382,7 +383,7 @@ impl Core {
         for x in m.iter() {
             for i in 0..x.len {
                 let (fblock, pfn) = (x.fblock.plus(i), x.pfn.plus(i));
-                let shared = self.page_is_cow(pfn);
+                let shared = self.page_is_shared(pfn);
                 let poisoned = self.is_poisoned(ino, fblock);
                 match out.last_mut() {
                     Some(l)

@@ -64,8 +64,12 @@ impl Core {
     /// A page another file holds must be copied before it is written; so must one that
     /// lost an owner since the last commit, which a crash could give back.
     pub(super) fn page_is_cow(&self, pfn: Pfn) -> bool {
+        self.page_is_shared(pfn) || self.st.unshared_since_commit.contains(&pfn)
+    }
+
+    /// Whether another file maps the page too.
+    pub(super) fn page_is_shared(&self, pfn: Pfn) -> bool {
         matches!(self.st.pages.state(pfn), PageState::Shared { share } if share > 1)
-            || self.st.unshared_since_commit.contains(&pfn)
     }
 
     /// Applies the atime policy after a read of `ino`.
@@ -362,16 +366,16 @@ impl Core {
     /// ZERO_RANGE (with or without KEEP_SIZE).
     pub fn fallocate(&mut self, ino: Ino, mode: i32, off: u64, len: u64) -> Result<()> {
         self.writable()?;
-        let size = self.file_size(ino)?;
+        // vfs_fallocate's order: the length, the mode, the file type, the size limit.
+        if len == 0 {
+            return Err(Error::Invalid);
+        }
         let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
-        // vfs_fallocate checks the mode before the range.
         let op = mode & !FALLOC_FL_KEEP_SIZE;
         if !(op == 0 || op == FALLOC_FL_ZERO_RANGE || op == FALLOC_FL_PUNCH_HOLE && keep) {
             return Err(Error::NotSupported);
         }
-        if len == 0 {
-            return Err(Error::Invalid);
-        }
+        let size = self.file_size(ino)?;
         let end = off.checked_add(len).ok_or(Error::FileTooBig)?;
         if end > MAX_FILE_SIZE {
             return Err(Error::FileTooBig);

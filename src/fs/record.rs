@@ -230,12 +230,22 @@ impl Record {
         })
     }
 
-    /// An upper bound of how much applying this record can grow the checkpoint: its
-    /// own size, plus one extent record for an unmap that splits an extent.
-    pub fn growth_bound(&self) -> u64 {
-        let mut e = Enc::new();
-        self.encode(&mut e);
-        e.len() as u64 + if matches!(self, Record::Unmap { .. }) { MAP_LEN } else { 0 }
+    /// An upper bound of how much applying this record can grow the checkpoint (whose
+    /// items are records too). Removals grow nothing, so a full filesystem can always
+    /// delete; an unmap can split one extent in two; replacing the attributes of an
+    /// inode that `exists` grows nothing either.
+    pub fn growth_bound(&self, exists: &dyn Fn(Ino) -> bool) -> u64 {
+        let own = || {
+            let mut e = Enc::new();
+            self.encode(&mut e);
+            e.len() as u64
+        };
+        match self {
+            Record::Unlink { .. } | Record::FreeInode { .. } | Record::RemoveXattr { .. } => 0,
+            Record::Unmap { .. } => MAP_LEN,
+            Record::SetInode(a) if exists(a.ino) => 0,
+            _ => own(),
+        }
     }
 }
 

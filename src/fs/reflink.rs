@@ -141,6 +141,12 @@ impl Core {
             return Ok(0);
         };
         let size_in = self.regular_size(src)?;
+        let size_out = self.regular_size(dst)?;
+        if doff > size_out {
+            // The gap the clone leaves must read zeros, including the old EOF page's
+            // tail (xfs_reflink_remap_prep zeroes it too).
+            self.zero_past_eof(dst, size_out)?;
+        }
         if !aligned(soff + r.count) {
             // The shared EOF page's bytes past the source's EOF become the destination's
             // bytes past its EOF: make them zeros first (invisible in the source).
