@@ -82,7 +82,8 @@ fn paths_by_inode(dir: &Path, out: &mut HashMap<u64, PathBuf>) {
     }
 }
 
-fn json_str(s: &str) -> String {
+/// A JSON string literal.
+pub(super) fn json_str(s: &str) -> String {
     let mut o = String::from("\"");
     for c in s.chars() {
         match c {

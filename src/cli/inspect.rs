@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::fail;
 use crate::arena::{Access, Pool};
-use crate::fs::{Fs, Options};
+use crate::fs::fsck;
 use crate::fuse::ioctl;
 
 pub fn stat(mnt: &Path, json: bool) -> ExitCode {
@@ -49,28 +49,50 @@ pub fn stat(mnt: &Path, json: bool) -> ExitCode {
 }
 
 /// fsck(8) exit codes.
+const FSCK_CORRECTED: u8 = 1;
 const FSCK_ERRORS_LEFT: u8 = 4;
 const FSCK_OPERATIONAL: u8 = 8;
 
-pub fn fsck(path: &Path) -> ExitCode {
-    let pool = match Pool::open(path, Access::Read, super::LOCK_WAIT) {
+pub fn fsck(path: &Path, repair: bool, json: bool) -> ExitCode {
+    let access = if repair { Access::Write } else { Access::Read };
+    let pool = match Pool::open(path, access, super::LOCK_WAIT) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("daxlink: {}: {e}", path.display());
             return ExitCode::from(FSCK_OPERATIONAL);
         }
     };
-    let opts = Options { read_only: true, ..Options::default() };
-    let fs = match Fs::open(pool.media.clone(), opts) {
-        Ok(fs) => fs,
+    let report = match fsck::fsck(pool.media.clone(), repair) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("daxlink: {}: {e}", path.display());
             return ExitCode::from(FSCK_ERRORS_LEFT);
         }
     };
-    match fs.check() {
-        Ok(()) => {
-            let s = fs.stats();
+    if json {
+        let list = |v: &[String]| v.iter().map(|s| super::failure::json_str(s)).collect::<Vec<_>>().join(",");
+        let problems: Vec<String> = report
+            .problems
+            .iter()
+            .map(|p| format!("{{\"kind\":\"{}\",\"detail\":{}}}", p.kind(), super::failure::json_str(&p.to_string())))
+            .collect();
+        let left: Vec<String> = report.left.iter().map(|p| p.to_string()).collect();
+        println!(
+            "{{\"pool\":{},\"problems\":[{}],\"repairs\":[{}],\"left\":[{}]}}",
+            super::failure::json_str(&pool.path.display().to_string()),
+            problems.join(","),
+            list(&report.repairs),
+            list(&left)
+        );
+    } else {
+        for p in &report.problems {
+            println!("{}: {p}", pool.path.display());
+        }
+        for r in &report.repairs {
+            println!("{}: repaired: {r}", pool.path.display());
+        }
+        if report.left.is_empty() {
+            let s = &report.stats;
             println!(
                 "{}: clean, {} inodes, {}/{} pages used",
                 pool.path.display(),
@@ -78,11 +100,13 @@ pub fn fsck(path: &Path) -> ExitCode {
                 s.pages_used,
                 s.pages_total
             );
-            ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("daxlink: {}: {e}", path.display());
-            ExitCode::from(FSCK_ERRORS_LEFT)
-        }
+    }
+    if !report.left.is_empty() {
+        ExitCode::from(FSCK_ERRORS_LEFT)
+    } else if !report.problems.is_empty() {
+        ExitCode::from(FSCK_CORRECTED)
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -52,8 +52,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check a pool that is not mounted; exit 0 clean, 4 errors found, 8 operational error.
-    Fsck { pool: PathBuf },
+    /// Check a pool that is not mounted: exit 0 clean, 1 errors corrected, 4 errors left, 8 could not check.
+    Fsck {
+        pool: PathBuf,
+        /// Fix what is safe: link counts, unreachable inodes (to /lost+found), orphans.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Clone SRC into DST sharing every page (`cp --reflink=always`); fails if any page was copied.
     Clone {
         src: PathBuf,
@@ -190,7 +197,7 @@ pub fn main() -> ExitCode {
         Cmd::Mkfs { size, force, pool } => mkfs(&pool, size, force),
         Cmd::Mount { pool, mountpoint, foreground, o } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
         Cmd::Stat { mountpoint, json } => inspect::stat(&mountpoint, json),
-        Cmd::Fsck { pool } => inspect::fsck(&pool),
+        Cmd::Fsck { pool, repair, json } => inspect::fsck(&pool, repair, json),
         Cmd::Clone { src, dst, range } => reflink::clone(&src, &dst, range.range(), range.is_whole()),
         Cmd::Dedupe { src, dst, range } => reflink::dedupe(&src, &dst, range.range()),
         Cmd::Unshare { file, offset, len } => reflink::unshare(&file, offset, len),

@@ -130,6 +130,18 @@ impl Core {
     }
 
     pub fn open(media: Arc<dyn Media>, opts: Options) -> Result<Core> {
+        let mut core = Core::load(media, opts)?;
+        core.st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}; run daxlink fsck --repair")))?;
+        if !opts.read_only {
+            core.free_orphans()?;
+            // A fresh generation: nothing left in the log region can replay again.
+            core.checkpoint()?;
+        }
+        Ok(core)
+    }
+
+    /// Rebuilds the state from the newest checkpoint and its log, without judging it.
+    pub(super) fn load(media: Arc<dyn Media>, opts: Options) -> Result<Core> {
         let geo = Geometry::read(&*media).map_err(|e| Error::Pool(e.0))?;
         let rec = Journal::recover(&*media, &geo)?;
         let mut st = State::new(geo);
@@ -146,14 +158,7 @@ impl Core {
             journal.account_replayed(recs.iter().map(|r| r.growth_bound(&|_| false)).sum());
         }
         st.derive_free_space();
-        st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}")))?;
-        let mut core = Core { media, st, journal, open: HashMap::new(), dirty: HashSet::new(), opts, shutdown: None };
-        if !opts.read_only {
-            core.free_orphans()?;
-            // A fresh generation: nothing left in the log region can replay again.
-            core.checkpoint()?;
-        }
-        Ok(core)
+        Ok(Core { media, st, journal, open: HashMap::new(), dirty: HashSet::new(), opts, shutdown: None })
     }
 
     /// Inodes with no name and no opener (unlinked while open before a crash).

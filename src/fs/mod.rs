@@ -7,6 +7,7 @@ mod core;
 pub mod error;
 pub mod extent;
 mod file;
+pub mod fsck;
 pub mod inode;
 pub mod journal;
 mod namespace;
