@@ -14,10 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_daxlink");
 fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists() && unsafe { libc::geteuid() } == 0;
     if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but FUSE (root + /dev/fuse) is unavailable"
-        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but FUSE (root + /dev/fuse) is unavailable");
         eprintln!("skipping: FUSE needs root and /dev/fuse");
     }
     ok
@@ -39,31 +36,15 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("daxlink-mount-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("m")).unwrap();
-        let s = Scratch {
-            pool: dir.join("p.pool"),
-            mnt: dir.join("m"),
-            dir,
-        };
+        let s = Scratch { pool: dir.join("p.pool"), mnt: dir.join("m"), dir };
         let out = daxlink(&["mkfs", "--size", size, s.pool.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "mkfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "mkfs: {}", String::from_utf8_lossy(&out.stderr));
         s
     }
 
     fn mount(&self) {
-        let out = daxlink(&[
-            "mount",
-            self.pool.to_str().unwrap(),
-            self.mnt.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "mount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = daxlink(&["mount", self.pool.to_str().unwrap(), self.mnt.to_str().unwrap()]);
+        assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     fn umount(&self) {
@@ -86,13 +67,9 @@ impl Scratch {
                 continue;
             };
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            let names_pool = args.iter().any(|a| {
-                Path::new(std::str::from_utf8(a).unwrap_or(""))
-                    .canonicalize()
-                    .ok()
-                    .as_deref()
-                    == Some(&pool)
-            });
+            let names_pool = args
+                .iter()
+                .any(|a| Path::new(std::str::from_utf8(a).unwrap_or("")).canonicalize().ok().as_deref() == Some(&pool));
             if args.first().is_some_and(|a| a.ends_with(b"daxlink")) && names_pool {
                 return pid;
             }
@@ -107,11 +84,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.mnt)
-            .stderr(std::process::Stdio::null())
-            .status();
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).stderr(std::process::Stdio::null()).status();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -127,10 +100,7 @@ fn mount_is_listed_as_fuse_daxlink_with_the_pool_as_source() {
     let pool = s.pool.canonicalize().unwrap();
     let mnt = s.mnt.canonicalize().unwrap();
     let line = format!("{} {} fuse.daxlink ", pool.display(), mnt.display());
-    assert!(
-        mounts.contains(&line),
-        "no line `{line}` in /proc/mounts:\n{mounts}"
-    );
+    assert!(mounts.contains(&line), "no line `{line}` in /proc/mounts:\n{mounts}");
     s.umount();
 }
 
@@ -147,20 +117,12 @@ fn data_survives_umount_and_remount() {
     std::os::unix::fs::symlink("../f", s.path("d/l")).unwrap();
     s.umount();
     s.mount();
-    assert_eq!(
-        fs::read(s.path("f")).unwrap(),
-        data,
-        "file content changed across remount"
-    );
+    assert_eq!(fs::read(s.path("f")).unwrap(), data, "file content changed across remount");
     assert_eq!(fs::read_link(s.path("d/l")).unwrap(), Path::new("../f"));
     assert_eq!(fs::read(s.path("d/l")).unwrap(), data);
     s.umount();
     let out = s.fsck();
-    assert!(
-        out.status.success(),
-        "fsck after umount: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "fsck after umount: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -179,26 +141,15 @@ fn fsynced_data_survives_kill_9_of_the_daemon() {
     let pid = s.daemon_pid();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     // The dead connection's mount is removed by hand; the pool needs nothing.
-    let st = Command::new("umount")
-        .arg("-l")
-        .arg(&s.mnt)
-        .status()
-        .unwrap();
+    let st = Command::new("umount").arg("-l").arg(&s.mnt).status().unwrap();
     assert!(st.success());
     s.mount();
     let mut got = Vec::new();
-    fs::File::open(s.path("synced"))
-        .unwrap()
-        .read_to_end(&mut got)
-        .unwrap();
+    fs::File::open(s.path("synced")).unwrap().read_to_end(&mut got).unwrap();
     assert_eq!(got, synced, "fsync'd data lost after kill -9");
     s.umount();
     let out = s.fsck();
-    assert!(
-        out.status.success(),
-        "fsck after kill -9: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "fsck after kill -9: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -209,12 +160,7 @@ fn bad_pools_are_refused_in_one_line_and_left_untouched() {
     let s = Scratch::new("badpool", "64M");
     let good = fs::read(&s.pool).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "random bytes",
-            (0..(64u32 << 20))
-                .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-                .collect(),
-        ),
+        ("random bytes", (0..(64u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect()),
         ("truncated", good[..good.len() / 2].to_vec()),
         ("damaged superblock", {
             let mut b = good.clone();
@@ -228,20 +174,10 @@ fn bad_pools_are_refused_in_one_line_and_left_untouched() {
         let out = daxlink(&["mount", s.pool.to_str().unwrap(), s.mnt.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what}: mount succeeded");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{what}: not one line: {err}"
-        );
-        assert!(
-            err.contains(s.pool.file_name().unwrap().to_str().unwrap()),
-            "{what}: pool not named: {err}"
-        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: not one line: {err}");
+        assert!(err.contains(s.pool.file_name().unwrap().to_str().unwrap()), "{what}: pool not named: {err}");
         assert!(!err.contains("panicked"), "{what}: panic: {err}");
-        assert!(
-            fs::read(&s.pool).unwrap() == bytes,
-            "{what}: the pool was written"
-        );
+        assert!(fs::read(&s.pool).unwrap() == bytes, "{what}: the pool was written");
         let fsck = s.fsck();
         assert!(!fsck.status.success(), "{what}: fsck passed a bad pool");
     }
@@ -258,10 +194,8 @@ fn readdir_of_a_large_directory_is_complete() {
     for i in 0..3000 {
         fs::File::create(s.path(&format!("big/entry-{i:05}-with-a-longish-name"))).unwrap();
     }
-    let mut names: Vec<String> = fs::read_dir(s.path("big"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(s.path("big")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names.len(), 3000, "readdir lost or repeated entries");
     names.dedup();
@@ -277,13 +211,7 @@ fn positional_writes_and_holes_read_back_through_the_kernel() {
     }
     let s = Scratch::new("pwrite", "64M");
     s.mount();
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(s.path("sparse"))
-        .unwrap();
+    let f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(s.path("sparse")).unwrap();
     f.write_all_at(b"tail", 10 << 20).unwrap();
     f.write_all_at(b"head", 1).unwrap();
     let mut buf = vec![1u8; 8192];

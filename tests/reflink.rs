@@ -20,25 +20,17 @@ fn mkfs(size: u64) -> (Arc<MemMedia>, Fs) {
 }
 
 fn reopen(media: &MemMedia) -> Fs {
-    Fs::open(
-        Arc::new(MemMedia::from_bytes(media.snapshot())),
-        Options::default(),
-    )
-    .unwrap()
+    Fs::open(Arc::new(MemMedia::from_bytes(media.snapshot())), Options::default()).unwrap()
 }
 
 fn file(fs: &Fs, name: &str, data: &[u8]) -> Attr {
-    let a = fs
-        .mknod(CTX, ROOT, name.as_bytes(), libc::S_IFREG | 0o644, 0)
-        .unwrap();
+    let a = fs.mknod(CTX, ROOT, name.as_bytes(), libc::S_IFREG | 0o644, 0).unwrap();
     fs.write(a.ino, 0, data, false).unwrap();
     fs.getattr(a.ino).unwrap()
 }
 
 fn pattern(len: u64, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 fn first_pfn(fs: &Fs, ino: Ino) -> Pfn {
@@ -46,12 +38,7 @@ fn first_pfn(fs: &Fs, ino: Ino) -> Pfn {
 }
 
 fn shared_bytes(fs: &Fs, ino: Ino) -> u64 {
-    fs.extents(ino)
-        .unwrap()
-        .iter()
-        .filter(|m| m.shared)
-        .map(|m| m.len * PS)
-        .sum()
+    fs.extents(ino).unwrap().iter().filter(|m| m.shared).map(|m| m.len * PS).sum()
 }
 
 /// (what, src, src_off, dst, dst_off, len, expected)
@@ -63,135 +50,32 @@ fn clone_range_follows_the_vfs_rules_for_every_error_case() {
     let a = file(&fs, "a", &pattern(3 * PS + 100, 1)).ino; // unaligned EOF
     let b = file(&fs, "b", &pattern(8 * PS, 2)).ino;
     let d = fs.mkdir(CTX, ROOT, b"d", 0o755).unwrap().ino;
-    let fifo = fs
-        .mknod(CTX, ROOT, b"f", libc::S_IFIFO | 0o644, 0)
-        .unwrap()
-        .ino;
+    let fifo = fs.mknod(CTX, ROOT, b"f", libc::S_IFIFO | 0o644, 0).unwrap().ino;
     let tb8 = 8u64 << 40;
     let cases: Vec<Case> = vec![
         ("source is a directory", d, 0, b, 0, PS, Err(Error::IsDir)),
-        (
-            "destination is a directory",
-            a,
-            0,
-            d,
-            0,
-            PS,
-            Err(Error::IsDir),
-        ),
+        ("destination is a directory", a, 0, d, 0, PS, Err(Error::IsDir)),
         ("source is a fifo", fifo, 0, b, 0, PS, Err(Error::Invalid)),
-        (
-            "destination is a fifo",
-            a,
-            0,
-            fifo,
-            0,
-            PS,
-            Err(Error::Invalid),
-        ),
-        (
-            "unaligned source offset",
-            a,
-            1,
-            b,
-            0,
-            PS,
-            Err(Error::Invalid),
-        ),
-        (
-            "unaligned destination offset",
-            a,
-            0,
-            b,
-            512,
-            PS,
-            Err(Error::Invalid),
-        ),
-        (
-            "source offset past EOF",
-            a,
-            8 * PS,
-            b,
-            0,
-            PS,
-            Err(Error::Invalid),
-        ),
-        (
-            "len 0 from EOF clones nothing",
-            a,
-            3 * PS + 100,
-            b,
-            0,
-            0,
-            Ok(0),
-        ),
+        ("destination is a fifo", a, 0, fifo, 0, PS, Err(Error::Invalid)),
+        ("unaligned source offset", a, 1, b, 0, PS, Err(Error::Invalid)),
+        ("unaligned destination offset", a, 0, b, 512, PS, Err(Error::Invalid)),
+        ("source offset past EOF", a, 8 * PS, b, 0, PS, Err(Error::Invalid)),
+        ("len 0 from EOF clones nothing", a, 3 * PS + 100, b, 0, 0, Ok(0)),
         ("len 0 past EOF", b, 9 * PS, a, 0, 0, Err(Error::Invalid)),
-        (
-            "source range wraps",
-            a,
-            PS,
-            b,
-            0,
-            u64::MAX - 10,
-            Err(Error::Invalid),
-        ),
-        (
-            "destination at 8 TiB",
-            a,
-            0,
-            b,
-            tb8,
-            PS,
-            Err(Error::FileTooBig),
-        ),
-        (
-            "same file, overlapping",
-            b,
-            0,
-            b,
-            PS,
-            2 * PS,
-            Err(Error::Invalid),
-        ),
-        (
-            "unaligned EOF tail into the middle of a longer file",
-            a,
-            0,
-            b,
-            0,
-            0,
-            Err(Error::Invalid),
-        ),
-        (
-            "unaligned length before EOF is rounded down",
-            b,
-            0,
-            a,
-            0,
-            PS + 5,
-            Ok(PS),
-        ),
+        ("source range wraps", a, PS, b, 0, u64::MAX - 10, Err(Error::Invalid)),
+        ("destination at 8 TiB", a, 0, b, tb8, PS, Err(Error::FileTooBig)),
+        ("same file, overlapping", b, 0, b, PS, 2 * PS, Err(Error::Invalid)),
+        ("unaligned EOF tail into the middle of a longer file", a, 0, b, 0, 0, Err(Error::Invalid)),
+        ("unaligned length before EOF is rounded down", b, 0, a, 0, PS + 5, Ok(PS)),
         ("same file, disjoint", b, 0, b, 4 * PS, 2 * PS, Ok(2 * PS)),
-        (
-            "unaligned EOF tail past the destination's EOF",
-            a,
-            0,
-            b,
-            8 * PS,
-            0,
-            Ok(3 * PS + 100),
-        ),
+        ("unaligned EOF tail past the destination's EOF", a, 0, b, 8 * PS, 0, Ok(3 * PS + 100)),
     ];
     for (what, src, so, dst, dof, len, want) in cases {
         let got = fs.clone_range(src, so, dst, dof, len);
         assert_eq!(got, want, "{what}");
         fs.check().unwrap_or_else(|e| panic!("{what}: {e}"));
     }
-    assert_eq!(
-        fs.getattr(b).unwrap().size,
-        11 * PS + 100,
-        "EOF clone sets the destination size"
-    );
+    assert_eq!(fs.getattr(b).unwrap().size, 11 * PS + 100, "EOF clone sets the destination size");
 }
 
 #[test]
@@ -200,14 +84,8 @@ fn clone_on_a_read_only_mount_is_erofs() {
     let a = file(&fs, "a", &pattern(PS, 3)).ino;
     let b = file(&fs, "b", &[]).ino;
     fs.unmount().unwrap();
-    let ro = Fs::open(
-        Arc::new(MemMedia::from_bytes(m.snapshot())),
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let ro = Fs::open(Arc::new(MemMedia::from_bytes(m.snapshot())), Options { read_only: true, ..Options::default() })
+        .unwrap();
     assert_eq!(ro.clone_range(a, 0, b, 0, 0), Err(Error::ReadOnly));
 }
 
@@ -216,13 +94,7 @@ fn page_states_through_clones_follow_the_seed_state_machine() {
     let (_m, fs) = mkfs(64 << 20);
     let a = file(&fs, "a", &pattern(4 * PS, 5));
     let p = fs.extents(a.ino).unwrap()[0].pfn.plus(2);
-    assert_eq!(
-        fs.page_state(p).unwrap(),
-        PageState::Owned {
-            mapping: a.ino,
-            index: FileBlock(2)
-        }
-    );
+    assert_eq!(fs.page_state(p).unwrap(), PageState::Owned { mapping: a.ino, index: FileBlock(2) });
     let clones: Vec<Ino> = (0..3)
         .map(|i| {
             let c = file(&fs, &format!("c{i}"), &[]).ino;
@@ -235,11 +107,7 @@ fn page_states_through_clones_follow_the_seed_state_machine() {
     fs.unlink(ROOT, b"c1").unwrap();
     assert_eq!(fs.page_state(p).unwrap(), PageState::Shared { share: 2 });
     fs.unlink(ROOT, b"c2").unwrap();
-    assert_eq!(
-        fs.page_state(p).unwrap(),
-        PageState::Shared { share: 1 },
-        "share 1 must stay shared"
-    );
+    assert_eq!(fs.page_state(p).unwrap(), PageState::Shared { share: 1 }, "share 1 must stay shared");
     fs.unlink(ROOT, b"a").unwrap();
     assert_eq!(fs.page_state(p).unwrap(), PageState::Free);
     assert_eq!(fs.stats().warnings, 0);
@@ -257,24 +125,12 @@ fn writing_one_page_of_a_clone_unshares_exactly_that_page() {
     assert_eq!(shared_bytes(&fs, b), 64 * PS);
     fs.write(b, 10 * PS, &[0xee; PS as usize], false).unwrap();
     assert_eq!(shared_bytes(&fs, b), 63 * PS, "exactly one page unshared");
-    assert_eq!(
-        fs.read(a, 0, 64 * PS).unwrap(),
-        data,
-        "the original changed"
-    );
+    assert_eq!(fs.read(a, 0, 64 * PS).unwrap(), data, "the original changed");
     fs.sync().unwrap();
     let fs2 = reopen(&m);
-    assert_eq!(
-        fs2.read(a, 0, 64 * PS).unwrap(),
-        data,
-        "the original changed across remount"
-    );
+    assert_eq!(fs2.read(a, 0, 64 * PS).unwrap(), data, "the original changed across remount");
     assert_eq!(fs2.read(b, 10 * PS, PS).unwrap(), vec![0xee; PS as usize]);
-    assert_eq!(
-        shared_bytes(&fs2, b),
-        63 * PS,
-        "sharing lost across remount"
-    );
+    assert_eq!(shared_bytes(&fs2, b), 63 * PS, "sharing lost across remount");
     fs2.check().unwrap();
 }
 
@@ -300,20 +156,10 @@ fn statfs_counts_a_shared_page_once_and_clone_chains_free_everything() {
     let before = fs.statfs().bfree;
     for i in 0..10 {
         let c = file(&fs, &format!("c{i}"), &[]).ino;
-        let src = if i == 0 {
-            a
-        } else {
-            fs.lookup(ROOT, format!("c{}", i - 1).as_bytes())
-                .unwrap()
-                .ino
-        };
+        let src = if i == 0 { a } else { fs.lookup(ROOT, format!("c{}", i - 1).as_bytes()).unwrap().ino };
         fs.clone_range(src, 0, c, 0, 0).unwrap();
     }
-    assert_eq!(
-        fs.statfs().bfree,
-        before,
-        "clones must not consume data pages"
-    );
+    assert_eq!(fs.statfs().bfree, before, "clones must not consume data pages");
     for i in [3, 7, 0, 9, 1, 5, 2, 8, 4, 6] {
         fs.unlink(ROOT, format!("c{i}").as_bytes()).unwrap();
     }
@@ -353,23 +199,12 @@ fn dedupe_shares_identical_ranges_and_reports_differences() {
     let mut other = data.clone();
     other[5 * PS as usize] ^= 1;
     let c = file(&fs, "c", &other).ino;
-    assert_eq!(
-        fs.dedupe_range(a, 0, b, 0, 16 * PS),
-        Ok(Dedupe::Same { bytes: 16 * PS })
-    );
+    assert_eq!(fs.dedupe_range(a, 0, b, 0, 16 * PS), Ok(Dedupe::Same { bytes: 16 * PS }));
     assert_eq!(first_pfn(&fs, a), first_pfn(&fs, b));
     assert_eq!(fs.dedupe_range(a, 0, c, 0, 16 * PS), Ok(Dedupe::Differs));
     assert_eq!(shared_bytes(&fs, c), 0);
-    assert_eq!(
-        fs.dedupe_range(a, 0, c, 0, 17 * PS),
-        Err(Error::Invalid),
-        "past EOF"
-    );
-    assert_eq!(
-        fs.dedupe_range(a, 0, c, 0, 0),
-        Ok(Dedupe::Same { bytes: 0 }),
-        "zero length does nothing"
-    );
+    assert_eq!(fs.dedupe_range(a, 0, c, 0, 17 * PS), Err(Error::Invalid), "past EOF");
+    assert_eq!(fs.dedupe_range(a, 0, c, 0, 0), Ok(Dedupe::Same { bytes: 0 }), "zero length does nothing");
     assert_eq!(fs.read(c, 0, 16 * PS).unwrap(), other);
     fs.check().unwrap();
 }
@@ -381,39 +216,24 @@ fn copy_range_shares_whole_blocks_and_copies_unaligned_ends() {
     let a = file(&fs, "a", &data).ino;
     let b = file(&fs, "b", &[]).ino;
     // Same offset within a block: head bytes copied, whole blocks shared, EOF tail shared.
-    assert_eq!(
-        fs.copy_range(a, 100, b, 100, u64::MAX),
-        Ok(data.len() as u64 - 100)
-    );
+    assert_eq!(fs.copy_range(a, 100, b, 100, u64::MAX), Ok(data.len() as u64 - 100));
     assert_eq!(fs.read(b, 100, data.len() as u64).unwrap(), data[100..]);
-    assert_eq!(
-        shared_bytes(&fs, b),
-        10 * PS,
-        "whole blocks after the head and the EOF block"
-    );
+    assert_eq!(shared_bytes(&fs, b), 10 * PS, "whole blocks after the head and the EOF block");
     // Different offsets within a block: nothing can be shared.
     let c = file(&fs, "c", &[]).ino;
     assert_eq!(fs.copy_range(a, 0, c, 1, 3 * PS), Ok(3 * PS));
     assert_eq!(fs.read(c, 1, 3 * PS).unwrap(), data[..3 * PS as usize]);
     assert_eq!(shared_bytes(&fs, c), 0);
-    assert_eq!(
-        fs.copy_range(a, 11 * PS, c, 0, PS),
-        Ok(0),
-        "from past EOF copies nothing"
-    );
+    assert_eq!(fs.copy_range(a, 11 * PS, c, 0, PS), Ok(0), "from past EOF copies nothing");
     fs.check().unwrap();
 }
 
 #[test]
 fn copy_range_over_4_gib_shares_every_mapped_block() {
     let (_m, fs) = mkfs(32 << 20);
-    let a = fs
-        .mknod(CTX, ROOT, b"a", libc::S_IFREG | 0o644, 0)
-        .unwrap()
-        .ino;
+    let a = fs.mknod(CTX, ROOT, b"a", libc::S_IFREG | 0o644, 0).unwrap().ino;
     for off in [0u64, 3 << 30, 5 << 30] {
-        fs.write(a, off, &pattern(2 * PS, off as u8), false)
-            .unwrap();
+        fs.write(a, off, &pattern(2 * PS, off as u8), false).unwrap();
     }
     let b = file(&fs, "b", &[]).ino;
     let size = fs.getattr(a).unwrap().size;
@@ -421,10 +241,7 @@ fn copy_range_over_4_gib_shares_every_mapped_block() {
     assert_eq!(fs.copy_range(a, 0, b, 0, size), Ok(size));
     assert_eq!(fs.getattr(b).unwrap().size, size);
     assert_eq!(shared_bytes(&fs, b), 6 * PS);
-    assert_eq!(
-        fs.read(b, 5 << 30, 2 * PS).unwrap(),
-        pattern(2 * PS, (5u64 << 30) as u8)
-    );
+    assert_eq!(fs.read(b, 5 << 30, 2 * PS).unwrap(), pattern(2 * PS, (5u64 << 30) as u8));
     fs.check().unwrap();
 }
 
@@ -439,11 +256,7 @@ fn unshare_gives_private_copies_with_the_same_bytes() {
     assert_eq!(shared_bytes(&fs, b), 5 * PS);
     fs.unshare(b, 0, u64::MAX).unwrap();
     assert_eq!(shared_bytes(&fs, b), 0);
-    assert_eq!(
-        shared_bytes(&fs, a),
-        0,
-        "a is the last owner: no longer shared"
-    );
+    assert_eq!(shared_bytes(&fs, a), 0, "a is the last owner: no longer shared");
     assert_eq!(fs.read(b, 0, 8 * PS).unwrap(), data);
     fs.check().unwrap();
 }
@@ -451,19 +264,12 @@ fn unshare_gives_private_copies_with_the_same_bytes() {
 #[test]
 fn clone_of_a_file_with_holes_keeps_the_holes() {
     let (_m, fs) = mkfs(32 << 20);
-    let a = fs
-        .mknod(CTX, ROOT, b"a", libc::S_IFREG | 0o644, 0)
-        .unwrap()
-        .ino;
+    let a = fs.mknod(CTX, ROOT, b"a", libc::S_IFREG | 0o644, 0).unwrap().ino;
     fs.write(a, 0, &pattern(PS, 1), false).unwrap();
     fs.write(a, 10 * PS, &pattern(PS, 2), false).unwrap();
     let b = file(&fs, "b", &pattern(11 * PS, 3)).ino;
     fs.clone_range(a, 0, b, 0, 0).unwrap();
-    assert_eq!(
-        fs.read(b, 5 * PS, PS).unwrap(),
-        vec![0; PS as usize],
-        "a hole must clone as a hole"
-    );
+    assert_eq!(fs.read(b, 5 * PS, PS).unwrap(), vec![0; PS as usize], "a hole must clone as a hole");
     assert_eq!(fs.extents(b).unwrap().len(), 2);
     assert_eq!(fs.seek(b, PS, libc::SEEK_DATA), Ok(10 * PS));
     fs.check().unwrap();

@@ -86,8 +86,18 @@ fn absolute(path: &Path) -> PathBuf {
 
 impl Pool {
     /// Creates (or, with `force`, reformats) a pool. A regular file is created sparse
-    /// and sized to `size`; a device keeps its own size.
-    pub fn create(path: &Path, size: u64, force: bool) -> Result<Pool, String> {
+    /// and sized to `size`; a device keeps its own size. Nothing is changed, and no file
+    /// is left behind, when the pool cannot be made.
+    pub fn create(path: &Path, size: u64, force: bool, wait: Duration) -> Result<Pool, String> {
+        let existed = path.exists();
+        let r = Pool::create_inner(path, size, force, wait);
+        if r.is_err() && !existed {
+            let _ = std::fs::remove_file(path);
+        }
+        r
+    }
+
+    fn create_inner(path: &Path, size: u64, force: bool, wait: Duration) -> Result<Pool, String> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -98,20 +108,19 @@ impl Pool {
         if let Some(at) = mounted_at(path) {
             return Err(format!("pool is mounted at {at}"));
         }
-        lock(&file, Access::Write, Duration::ZERO)?;
+        lock(&file, Access::Write, wait)?;
         if has_superblock(&mut file) && !force {
             return Err("already holds a daxlink pool (use --force to overwrite it)".into());
         }
         let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
-        let len = if meta.file_type().is_block_device() {
-            media_len(&mut file)?
-        } else {
-            let size = size / PAGE_SIZE * PAGE_SIZE;
-            file.set_len(0).map_err(|e| format!("cannot truncate: {e}"))?;
-            file.set_len(size).map_err(|e| format!("cannot size to {size} bytes: {e}"))?;
-            size
-        };
+        let device = meta.file_type().is_block_device();
+        let len = if device { media_len(&mut file)? } else { size / PAGE_SIZE * PAGE_SIZE };
+        // Refuse a bad size before touching the file.
         Geometry::for_size(len, [0; 16]).map_err(|e| e.0)?;
+        if !device {
+            file.set_len(0).map_err(|e| format!("cannot truncate: {e}"))?;
+            file.set_len(len).map_err(|e| format!("cannot size to {len} bytes: {e}"))?;
+        }
         let media = MmapMedia::new(&file, len, true).map_err(|e| format!("cannot map: {e}"))?;
         Ok(Pool { path: absolute(path), media: Arc::new(media), _file: file })
     }

@@ -185,12 +185,20 @@ fn with_verb(mut args: Vec<OsString>) -> Vec<OsString> {
 }
 
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // fuser warns when it finds its mount already gone after a normal umount.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser::session=error")).init();
     let cli = match Cli::try_parse_from(with_verb(std::env::args_os().collect())) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            // One line: clap's first, without its "error: " prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("daxlink: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
         }
     };
     match cli.cmd {
@@ -216,7 +224,7 @@ pub fn main() -> ExitCode {
 }
 
 fn mkfs(path: &std::path::Path, size: u64, force: bool) -> ExitCode {
-    let pool = match Pool::create(path, size, force) {
+    let pool = match Pool::create(path, size, force, LOCK_WAIT) {
         Ok(p) => p,
         Err(e) => return fail(path, e),
     };

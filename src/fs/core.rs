@@ -25,10 +25,18 @@ pub enum AtimeMode {
     Never,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub read_only: bool,
     pub atime: AtimeMode,
+    /// Whether reading a directory updates its atime (`nodiratime` turns it off).
+    pub dir_atime: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { read_only: false, atime: AtimeMode::default(), dir_atime: true }
+    }
 }
 
 /// A time to set: now, or a given instant.
@@ -89,7 +97,8 @@ pub struct Mapping {
     pub poisoned: bool,
 }
 
-/// Bytes of checkpoint an inode costs at least; bounds `statfs`'s file count.
+/// Bytes of checkpoint a new empty file costs (its inode and its name, with a short
+/// name); `statfs` counts free inodes in these.
 const INODE_COST: u64 = 128;
 
 pub struct Core {
@@ -223,8 +232,8 @@ impl Core {
         Ok(())
     }
 
-    pub(super) fn opts_atime(&self) -> AtimeMode {
-        self.opts.atime
+    pub(super) fn opts(&self) -> Options {
+        self.opts
     }
 
     pub(super) fn generation(&self) -> u64 {
@@ -349,12 +358,15 @@ impl Core {
     }
 
     pub fn statfs(&mut self) -> StatFs {
-        let files = self.journal.checkpoint_capacity() / INODE_COST;
+        // Inodes are limited by checkpoint space: free inodes are what the room left
+        // there would hold, so used inodes (files - ffree) are exactly the inodes.
+        let room = self.journal.checkpoint_capacity().saturating_sub(self.journal.checkpoint_bound());
+        let ffree = room / INODE_COST;
         StatFs {
             blocks: self.st.geo.data_pages(),
             bfree: self.st.alloc.free_pages() + self.st.alloc.busy_pages(),
-            files,
-            ffree: files.saturating_sub(self.st.inodes.len() as u64),
+            files: self.st.inodes.len() as u64 + ffree,
+            ffree,
             bsize: PAGE_SIZE as u32,
             namelen: super::inode::NAME_MAX as u32,
         }

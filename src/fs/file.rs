@@ -77,7 +77,7 @@ impl Core {
         if self.writable().is_err() {
             return;
         }
-        let mode = self.opts_atime();
+        let mode = self.opts().atime;
         let now = Timespec::now();
         let Some(i) = self.st.inodes.get_mut(&ino) else {
             return;

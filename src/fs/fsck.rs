@@ -89,6 +89,10 @@ impl Core {
                 if *ino == Ino::ROOT {
                     continue;
                 }
+                if counted == 0 && i.attr.nlink == 0 {
+                    out.push(Problem::Orphan { ino: *ino, pages: 0 });
+                    continue;
+                }
                 match counted {
                     0 => out.push(Problem::Unreachable { ino: *ino }),
                     1 => {}

@@ -65,6 +65,10 @@ impl Core {
         if self.dir_of(parent)?.get(name).is_some() {
             return Err(Error::Exists);
         }
+        if pattr.nlink == 0 {
+            // A removed directory takes no new entries (IS_DEADDIR).
+            return Err(Error::NotFound);
+        }
         if kind == Kind::Dir && pattr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
@@ -165,16 +169,13 @@ impl Core {
 
     /// Drops one name of `ino` in `tx`; frees the inode when it was the last name of a
     /// file nobody has open, or a directory.
+    /// An open (or, through FUSE, still referenced) inode outlives its last name: it
+    /// becomes an orphan until its last `release`.
     fn drop_name(&mut self, tx: &mut Tx, ino: Ino, now: Timespec) -> Result<()> {
         let open = self.is_open(ino);
         let a = tx.attr(&self.st, ino)?;
-        if a.kind() == Kind::Dir {
-            a.nlink = 0;
-            tx.free(ino);
-            return Ok(());
-        }
-        a.nlink = a.nlink.saturating_sub(1);
         a.ctime = now;
+        a.nlink = if a.kind() == Kind::Dir { 0 } else { a.nlink.saturating_sub(1) };
         if a.nlink == 0 && !open {
             tx.free(ino);
         }
@@ -335,7 +336,9 @@ impl Core {
             out.push(DirEntry { offset: cookie, ino: child, kind, name: name.to_vec() });
         }
         out.truncate(max);
-        self.note_access(ino);
+        if self.opts().dir_atime {
+            self.note_access(ino);
+        }
         Ok(out)
     }
 }

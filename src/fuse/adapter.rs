@@ -27,6 +27,11 @@ const TTL: Duration = Duration::from_secs(1);
 /// Largest write request: 1 MiB, what `fs.fuse.max_pages_limit` allows.
 const MAX_WRITE: u32 = 1 << 20;
 
+/// Keep the kernel's page cache across opens: every change to file data passes through
+/// this mount, whose kernel side updates or drops what it caches (writes, truncate,
+/// fallocate, copy_file_range), except memory failures, which `invalidate` reports.
+const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
+
 struct Handle {
     ino: Ino,
     append: bool,
@@ -38,6 +43,8 @@ pub struct DaxFuse {
     fs: Arc<Fs>,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
+    /// The kernel's lookup count of each directory it knows.
+    dir_refs: DashMap<u64, u64>,
     /// Set once the session exists (it is made after the filesystem).
     notifier: Arc<OnceLock<Notifier>>,
 }
@@ -98,14 +105,30 @@ fn ino(i: INodeNo) -> Ino {
 
 impl DaxFuse {
     pub fn new(fs: Arc<Fs>, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
-        DaxFuse { fs, handles: DashMap::new(), next_fh: AtomicU64::new(1), notifier }
+        DaxFuse { fs, handles: DashMap::new(), next_fh: AtomicU64::new(1), dir_refs: DashMap::new(), notifier }
     }
 
     fn entry(&self, r: crate::fs::Result<Attr>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => {
+                if a.kind() == Kind::Dir {
+                    self.remember_dir(a.ino);
+                }
+                reply.entry(&TTL, &file_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    /// A directory the kernel knows (a cwd, say) must outlive an rmdir until the kernel
+    /// forgets it, as a removed directory still answers fstat with nlink 0. Files need
+    /// no such care: only open ones are used after unlink, and open files are held.
+    fn remember_dir(&self, ino: Ino) {
+        let mut n = self.dir_refs.entry(ino.0).or_insert(0);
+        if *n == 0 && self.fs.open_inode(ino).is_err() {
+            return;
+        }
+        *n += 1;
     }
 
     fn empty(r: crate::fs::Result<()>, reply: ReplyEmpty) {
@@ -230,7 +253,7 @@ impl Filesystem for DaxFuse {
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open_inode(ino(i)) {
-            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), FopenFlags::empty()),
+            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), FILE_OPEN),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -297,12 +320,35 @@ impl Filesystem for DaxFuse {
         Self::empty(self.fs.sync(), reply)
     }
 
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        let gone = match self.dir_refs.get_mut(&i.0) {
+            Some(mut n) => {
+                *n = n.saturating_sub(nlookup);
+                *n == 0
+            }
+            None => false,
+        };
+        if gone {
+            self.dir_refs.remove(&i.0);
+            if let Err(e) = self.fs.release(ino(i)) {
+                log::error!("forget of directory {}: {e}", i.0);
+            }
+        }
+    }
+
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino(i)) {
-            Ok(a) if a.kind() == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(a) if a.kind() == Kind::Dir => match self.fs.open_inode(ino(i)) {
+                Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            },
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    fn releasedir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        Self::empty(self.fs.release(ino(i)), reply)
     }
 
     fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -382,7 +428,7 @@ impl Filesystem for DaxFuse {
         match r {
             Ok(a) => {
                 let fh = self.new_handle(a.ino, flags);
-                reply.created(&TTL, &file_attr(&a), Generation(0), fh, FopenFlags::empty())
+                reply.created(&TTL, &file_attr(&a), Generation(0), fh, FILE_OPEN)
             }
             Err(e) => reply.error(errno(e)),
         }

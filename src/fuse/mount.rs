@@ -66,16 +66,26 @@ impl MountConfig {
                 "dirsync" => Some(MountOption::DirSync),
                 "relatime" => {
                     self.fs.atime = AtimeMode::Relatime;
-                    None
+                    Some(MountOption::Atime)
                 }
                 "strictatime" | "atime" => {
                     self.fs.atime = AtimeMode::Strict;
-                    None
+                    Some(MountOption::Atime)
                 }
                 "noatime" => {
                     self.fs.atime = AtimeMode::Never;
+                    Some(MountOption::NoAtime)
+                }
+                "nodiratime" => {
+                    self.fs.dir_atime = false;
                     None
                 }
+                "diratime" => {
+                    self.fs.dir_atime = true;
+                    None
+                }
+                // daxlink logs timestamps lazily already.
+                "lazytime" | "nolazytime" => None,
                 "allow_other" => {
                     self.allow_other = true;
                     None
@@ -137,6 +147,8 @@ fn conflicts(a: &MountOption, b: &MountOption) -> bool {
             | (NoExec, Exec)
             | (Sync, Async)
             | (Async, Sync)
+            | (Atime, NoAtime)
+            | (NoAtime, Atime)
     ) || a == b
 }
 
@@ -162,7 +174,9 @@ mod tests {
         c.parse_options("ro,rw,noatime,nodev,dev").unwrap();
         assert!(!c.fs.read_only);
         assert_eq!(c.fs.atime, AtimeMode::Never);
-        assert_eq!(c.kernel, vec![MountOption::RW, MountOption::Dev]);
+        assert_eq!(c.kernel, vec![MountOption::RW, MountOption::NoAtime, MountOption::Dev]);
+        c.parse_options("relatime").unwrap();
+        assert_eq!(c.kernel, vec![MountOption::RW, MountOption::Dev, MountOption::Atime]);
     }
 
     #[test]
