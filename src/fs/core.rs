@@ -196,7 +196,15 @@ impl Core {
         }
         let payload = encode_all(&recs);
         let exists = |ino| self.st.inodes.contains_key(&ino);
-        let growth: u64 = recs.iter().map(|r| r.growth_bound(&exists)).sum();
+        // A map that lengthens an existing extent (appends, sequential writes) adds
+        // nothing to the checkpoint.
+        let lengthens = |r: &Record| match r {
+            Record::Map { ino, fblock, pfn, .. } => {
+                self.st.inodes.get(ino).and_then(|i| i.extents()).is_some_and(|m| m.continues(*fblock, *pfn))
+            }
+            _ => false,
+        };
+        let growth: u64 = recs.iter().filter(|r| !lengthens(r)).map(|r| r.growth_bound(&exists)).sum();
         if !self.journal.fits(payload.len() as u64, growth) {
             self.checkpoint()?;
             if !self.journal.fits(payload.len() as u64, growth) {
@@ -264,10 +272,14 @@ impl Core {
         Ok(())
     }
 
+    /// The clean-unmount path: nothing can be open any more, so orphans go now rather
+    /// than at the next mount; then a checkpoint.
     pub fn unmount(&mut self) -> Result<()> {
         if self.writable().is_err() {
             return Ok(());
         }
+        self.open.clear();
+        self.free_orphans()?;
         self.checkpoint()
     }
 
@@ -358,14 +370,21 @@ impl Core {
     }
 
     pub fn statfs(&mut self) -> StatFs {
-        // Inodes are limited by checkpoint space: free inodes are what the room left
-        // there would hold, so used inodes (files - ffree) are exactly the inodes.
-        let room = self.journal.checkpoint_capacity().saturating_sub(self.journal.checkpoint_bound());
-        let ffree = room / INODE_COST;
+        // Inodes are limited by checkpoint space. The total is what the slot holds and
+        // free inodes are the rest (one per create, as df -i expects); once the slot is
+        // nearly full, whatever room is left decides, so free inodes reach 0 when a
+        // create would fail. Used inodes (files - ffree) are always exactly the inodes.
+        let cap = self.journal.checkpoint_capacity();
+        let room = cap.saturating_sub(self.journal.checkpoint_bound());
+        let inodes = self.st.inodes.len() as u64;
+        let mut ffree = (cap / INODE_COST).saturating_sub(inodes);
+        if room < cap / 8 {
+            ffree = ffree.min(room / INODE_COST);
+        }
         StatFs {
             blocks: self.st.geo.data_pages(),
             bfree: self.st.alloc.free_pages() + self.st.alloc.busy_pages(),
-            files: self.st.inodes.len() as u64 + ffree,
+            files: inodes + ffree,
             ffree,
             bsize: PAGE_SIZE as u32,
             namelen: super::inode::NAME_MAX as u32,

@@ -87,6 +87,11 @@ impl ExtentMap {
         at
     }
 
+    /// Whether mapping `pfn` at `fblock` would just lengthen an existing extent.
+    pub fn continues(&self, fblock: FileBlock, pfn: Pfn) -> bool {
+        self.map.range(..fblock.0).next_back().is_some_and(|(f, (p, l))| f + l == fblock.0 && p.0 + l == pfn.0)
+    }
+
     /// Maps a range that must be unmapped; merges with touching neighbours.
     pub fn insert(&mut self, e: Extent) {
         debug_assert!(e.len > 0);

@@ -27,11 +27,6 @@ const TTL: Duration = Duration::from_secs(1);
 /// Largest write request: 1 MiB, what `fs.fuse.max_pages_limit` allows.
 const MAX_WRITE: u32 = 1 << 20;
 
-/// Keep the kernel's page cache across opens: every change to file data passes through
-/// this mount, whose kernel side updates or drops what it caches (writes, truncate,
-/// fallocate, copy_file_range), except memory failures, which `invalidate` reports.
-const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
-
 struct Handle {
     ino: Ino,
     append: bool,
@@ -43,6 +38,12 @@ pub struct DaxFuse {
     fs: Arc<Fs>,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
+    /// `FOPEN_KEEP_CACHE` keeps the kernel's page cache across opens: every change to
+    /// file data passes through this mount, whose kernel side updates or drops what it
+    /// caches (writes, truncate, fallocate, copy_file_range), except memory failures,
+    /// which `invalidate` reports. Not under `strictatime`, whose every read must reach
+    /// daxlink to update atime.
+    open_flags: FopenFlags,
     /// The kernel's lookup count of each directory it knows.
     dir_refs: DashMap<u64, u64>,
     /// Set once the session exists (it is made after the filesystem).
@@ -104,8 +105,16 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 impl DaxFuse {
-    pub fn new(fs: Arc<Fs>, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
-        DaxFuse { fs, handles: DashMap::new(), next_fh: AtomicU64::new(1), dir_refs: DashMap::new(), notifier }
+    pub fn new(fs: Arc<Fs>, keep_cache: bool, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
+        let open_flags = if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+        DaxFuse {
+            fs,
+            handles: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            open_flags,
+            dir_refs: DashMap::new(),
+            notifier,
+        }
     }
 
     fn entry(&self, r: crate::fs::Result<Attr>, reply: ReplyEntry) {
@@ -253,7 +262,7 @@ impl Filesystem for DaxFuse {
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open_inode(ino(i)) {
-            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), FILE_OPEN),
+            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), self.open_flags),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -428,7 +437,7 @@ impl Filesystem for DaxFuse {
         match r {
             Ok(a) => {
                 let fh = self.new_handle(a.ino, flags);
-                reply.created(&TTL, &file_attr(&a), Generation(0), fh, FILE_OPEN)
+                reply.created(&TTL, &file_attr(&a), Generation(0), fh, self.open_flags)
             }
             Err(e) => reply.error(errno(e)),
         }

@@ -155,7 +155,8 @@ fn conflicts(a: &MountOption, b: &MountOption) -> bool {
 /// Mounts `fs` and returns the session, ready to run.
 pub fn mount(fs: Arc<Fs>, cfg: &MountConfig) -> io::Result<Session<DaxFuse>> {
     let notifier = Arc::new(OnceLock::new());
-    let session = Session::new(DaxFuse::new(fs, notifier.clone()), &cfg.mountpoint, &cfg.fuser_config())?;
+    let keep_cache = cfg.fs.atime != AtimeMode::Strict;
+    let session = Session::new(DaxFuse::new(fs, keep_cache, notifier.clone()), &cfg.mountpoint, &cfg.fuser_config())?;
     let _ = notifier.set(session.notifier());
     Ok(session)
 }
