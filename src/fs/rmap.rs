@@ -102,12 +102,15 @@ impl Rmap {
         self.merge_at(start);
     }
 
-    /// Every owner of every page in `[pfn, pfn + len)`.
+    /// Every owner of every page in `[pfn, pfn + len)`: one descent to the last segment
+    /// starting before the end, then backwards while segments still reach the range.
     pub fn owners(&self, pfn: Pfn, len: u64) -> Vec<Owner> {
         let end = pfn.0 + len;
-        let first = self.segs.range(..=pfn.0).next_back().map_or(pfn.0, |(s, _)| *s);
         let mut out = Vec::new();
-        for (&s, seg) in self.segs.range(first..end) {
+        for (&s, seg) in self.segs.range(..end).rev() {
+            if s + seg.len <= pfn.0 {
+                break;
+            }
             let lo = s.max(pfn.0);
             let hi = (s + seg.len).min(end);
             for p in lo..hi {
@@ -116,6 +119,7 @@ impl Rmap {
                 }
             }
         }
+        out.sort();
         out
     }
 
