@@ -148,31 +148,51 @@ pub fn clone(src: &Path, dst: &Path, r: Range, whole: bool) -> ExitCode {
 }
 
 fn clone_inner(src: &Path, dst: &Path, r: Range, whole: bool) -> Result<u64, String> {
+    // Every check comes before DST is opened (and, for a whole-file clone, truncated).
     if !r.src_offset.is_multiple_of(PAGE_SIZE) || !r.dst_offset.is_multiple_of(PAGE_SIZE) {
         return Err(format!("offsets must be multiples of {PAGE_SIZE} bytes (EINVAL)"));
     }
-    let s = File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
-    let smeta = s.metadata().map_err(|e| e.to_string())?;
-    if !smeta.is_file() {
-        return Err(format!("{} is not a regular file", src.display()));
-    }
+    let smeta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    not_regular(src, &smeta)?;
     let size = smeta.len();
-    if r.src_offset > size {
-        return Err("source offset is past the source's EOF (EINVAL)".into());
+    if r.src_offset > size || (r.len != 0 && r.src_offset + r.len > size) {
+        return Err("the range runs past the source's EOF (EINVAL)".into());
     }
-    let len = if r.len == 0 { size - r.src_offset } else { r.len.min(size - r.src_offset) };
-    if !len.is_multiple_of(PAGE_SIZE) && r.src_offset + len != size {
+    let len = if r.len == 0 { size - r.src_offset } else { r.len };
+    let to_eof = r.src_offset + len == size;
+    if !len.is_multiple_of(PAGE_SIZE) && !to_eof {
         return Err(format!("length must be a multiple of {PAGE_SIZE} unless it ends at the source's EOF (EINVAL)"));
     }
+    let dmeta = std::fs::metadata(dst).ok();
+    let ddev = match &dmeta {
+        Some(m) => m.dev(),
+        None => {
+            let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?.dev()
+        }
+    };
+    if ddev != smeta.dev() {
+        return Err("source and destination are on different filesystems (EXDEV)".into());
+    }
+    if let Some(m) = &dmeta {
+        not_regular(dst, m)?;
+        let same = m.ino() == smeta.ino();
+        let overlap = r.dst_offset < r.src_offset + len && r.src_offset < r.dst_offset + len;
+        if same && (whole || overlap) {
+            return Err("source and destination ranges overlap in the same file (EINVAL)".into());
+        }
+        // generic_remap_check_len: an unaligned EOF tail may only land at DST's EOF.
+        if !whole && !len.is_multiple_of(PAGE_SIZE) && r.dst_offset + len < m.len() {
+            return Err("an unaligned EOF block cannot be cloned into the middle of the destination (EINVAL)".into());
+        }
+    }
+    let s = File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let d = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(whole)
         .open(dst)
         .map_err(|e| format!("cannot open: {e}"))?;
-    if d.metadata().map_err(|e| e.to_string())?.dev() != smeta.dev() {
-        return Err("source and destination are on different filesystems (EXDEV)".into());
-    }
     let (mut soff, mut doff) = (r.src_offset as i64, r.dst_offset as i64);
     let mut left = len;
     while left > 0 {
@@ -188,6 +208,15 @@ fn clone_inner(src: &Path, dst: &Path, r: Range, whole: bool) -> Result<u64, Str
     }
     verify_shared(&s, &d, r.src_offset, r.dst_offset, len)?;
     Ok(len - left)
+}
+
+/// Clones are between regular files only (EISDIR for a directory, else EINVAL).
+fn not_regular(path: &Path, m: &std::fs::Metadata) -> Result<(), String> {
+    match (m.is_file(), m.is_dir()) {
+        (true, _) => Ok(()),
+        (false, true) => Err(format!("{} is a directory (EISDIR)", path.display())),
+        (false, false) => Err(format!("{} is not a regular file (EINVAL)", path.display())),
+    }
 }
 
 /// Every source page of the range must sit, shared, at the same place in the destination.
@@ -210,9 +239,11 @@ fn verify_shared(s: &File, d: &File, soff: u64, doff: u64, len: u64) -> Result<(
 
 pub fn dedupe(src: &Path, dst: &Path, r: Range) -> ExitCode {
     let run = || -> Result<(u64, u64), String> {
-        let sino = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?.ino();
+        let smeta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
         let d = OpenOptions::new().read(true).write(true).open(dst).map_err(|e| format!("cannot open: {e}"))?;
-        let mut buf = ioctl::bytes(&[sino, r.src_offset, r.dst_offset, r.len], ioctl::DEDUPE_LEN);
+        // FIDEDUPERANGE takes a zero length as "nothing"; here it means to the source's EOF.
+        let len = if r.len == 0 { smeta.len().saturating_sub(r.src_offset) } else { r.len };
+        let mut buf = ioctl::bytes(&[smeta.ino(), r.src_offset, r.dst_offset, len], ioctl::DEDUPE_LEN);
         ioctl_rw(&d, ioctl::DAXLINK_IOC_DEDUPE, &mut buf).map_err(not_daxlink)?;
         let w = ioctl::words(&buf);
         Ok((w[0], w[1]))

@@ -392,13 +392,15 @@ impl Core {
     }
 
     pub fn stats(&mut self) -> Stats {
-        let (owned, shared) = self.st.pages.counts();
+        let (_, shared) = self.st.pages.counts();
         let total = self.st.geo.data_pages();
+        // As statfs counts: a failed page is used, a page waiting for the log is free.
+        let free = self.st.alloc.free_pages() + self.st.alloc.busy_pages();
         Stats {
             block_size: PAGE_SIZE,
             pages_total: total,
-            pages_used: owned + shared,
-            pages_free: total - owned - shared,
+            pages_used: total - free,
+            pages_free: free,
             pages_shared: shared,
             warnings: self.st.pages.warnings(),
             inodes: self.st.inodes.len() as u64,

@@ -100,6 +100,18 @@ impl Core {
         Ok(buf)
     }
 
+    /// A read for a page cache: all or EIO. A short read would tell the kernel the file
+    /// ends there; failing the whole request makes it retry page by page, so the caller
+    /// still gets every byte before the failed page, then EIO.
+    pub fn read_whole(&mut self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
+        let size = self.file_size(ino)?;
+        let end = off.saturating_add(len).min(size);
+        if end > off && self.first_poisoned(ino, FileBlock::of(off), FileBlock::of(end - 1)).is_some() {
+            return Err(Error::HwPoison);
+        }
+        self.read(ino, off, len)
+    }
+
     /// Reads up to EOF without touching atime.
     pub(super) fn read_raw(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
         let size = self.file_size(ino)?;

@@ -98,7 +98,10 @@ impl Fs {
         /// Counts an open handle: an unlinked inode lives until its last `release`.
         fn open_inode(&self, ino: Ino) -> Result<()>;
         fn release(&self, ino: Ino) -> Result<()>;
+        /// Bytes up to EOF; a read running into a failed page stops before it.
         fn read(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>>;
+        /// All of the range, or EIO if any of it is on a failed page (for the kernel).
+        fn read_whole(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>>;
         /// Writes at `off` (at the end of file when `append`); returns the bytes written.
         fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64>;
         fn fallocate(&self, ino: Ino, mode: i32, off: u64, len: u64) -> Result<()>;

@@ -100,6 +100,16 @@ impl Core {
         Ok(Some(Remap { count, blocks: bcount / PAGE_SIZE }))
     }
 
+    /// Whether the bytes past `size` in the page holding it are zeros (or a hole), so a
+    /// clone need not rewrite (and so unshare) that page.
+    fn zero_past_eof_already(&self, ino: Ino, size: u64) -> Result<bool> {
+        let Some(p) = self.extent_map(ino)?.lookup(FileBlock::of(size)) else { return Ok(true) };
+        let tail = size % PAGE_SIZE;
+        let mut buf = vec![0u8; (PAGE_SIZE - tail) as usize];
+        self.media.read(p.offset().0 + tail, &mut buf);
+        Ok(buf.iter().all(|b| *b == 0))
+    }
+
     /// Maps the source's blocks over the destination's in one transaction.
     fn share_blocks(
         &mut self,
@@ -147,7 +157,7 @@ impl Core {
             // tail (xfs_reflink_remap_prep zeroes it too).
             self.zero_past_eof(dst, size_out)?;
         }
-        if !aligned(soff + r.count) {
+        if !aligned(soff + r.count) && !self.zero_past_eof_already(src, size_in)? {
             // The shared EOF page's bytes past the source's EOF become the destination's
             // bytes past its EOF: make them zeros first (invisible in the source).
             self.zero_past_eof(src, size_in)?;

@@ -278,7 +278,7 @@ impl Filesystem for DaxFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino(i), offset, size as u64) {
+        match self.fs.read_whole(ino(i), offset, size as u64) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(e)),
         }
