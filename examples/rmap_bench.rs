@@ -62,5 +62,8 @@ fn main() {
         rows.push(median);
     }
     let ratio = rows[1] / rows[0];
-    println!("1,000,000 vs 10,000 extents: {ratio:.2}x ({})", if ratio <= 2.0 { "O(log n): within 2x" } else { "NOT within 2x" });
+    println!(
+        "1,000,000 vs 10,000 extents: {ratio:.2}x ({})",
+        if ratio <= 2.0 { "O(log n): within 2x" } else { "NOT within 2x" }
+    );
 }
