@@ -6,7 +6,8 @@
 //! between the last completed sync and the one running, and every file untouched since
 //! that sync holds exactly its synced bytes.
 //!
-//! `DAXLINK_CRASH_OPS=N` runs a longer sweep; `DAXLINK_CRASH_SEED` picks the workload.
+//! `DAXLINK_CRASH_OPS=N` runs a longer sweep; `DAXLINK_CRASH_SEED` picks the workload;
+//! `DAXLINK_CRASH_SHOW=FROM,TO` prints those ops of the workload (to read a failure).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
