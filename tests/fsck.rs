@@ -32,7 +32,8 @@ fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
     fs.sync().unwrap();
     drop(fs);
     let a = Attr { nlink: 3, ..a };
-    // A wrong link count, a file no directory names, and an orphan holding a page.
+    // A wrong link count, a file no directory names, an orphan holding a page, and a
+    // page claimed by two files as their own.
     let lost = Attr { ino: Ino(900), nlink: 1, size: 4096, ..b };
     let orphan = Attr { ino: Ino(901), nlink: 0, size: 4096, ..b };
     let free_pfn = pfn.plus(100);
@@ -44,6 +45,8 @@ fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
             Record::SetInode(orphan),
             Record::Map { ino: Ino(901), fblock: FileBlock(0), pfn: free_pfn, len: 1, shared: false },
             Record::Map { ino: Ino(900), fblock: FileBlock(0), pfn, len: 1, shared: true },
+            // A second sole claim on b's page: not a clone, a doubly owned page.
+            Record::Map { ino: a.ino, fblock: FileBlock(4), pfn, len: 1, shared: false },
         ],
     );
     (m, a, b)
@@ -61,6 +64,7 @@ fn damaged_pool_refuses_to_mount_and_fsck_names_each_problem() {
             Problem::LinkCount { ino: a.ino, recorded: 3, counted: 1 },
             Problem::Unreachable { ino: Ino(900) },
             Problem::Orphan { ino: Ino(901), pages: 1 },
+            Problem::DoublyOwned { ino: a.ino, fblock: FileBlock(4) },
         ]
     );
     assert_eq!(r.left, r.problems, "a check without --repair must change nothing");
@@ -70,7 +74,7 @@ fn damaged_pool_refuses_to_mount_and_fsck_names_each_problem() {
 fn repair_fixes_links_lost_files_and_orphans_then_the_pool_is_clean() {
     let (m, a, _) = damaged_pool();
     let r = fsck(m.clone(), true).unwrap();
-    assert_eq!(r.repairs.len(), 3, "{:?}", r.repairs);
+    assert_eq!(r.repairs.len(), 4, "{:?}", r.repairs);
     assert!(r.left.is_empty(), "left: {:?}", r.left);
     let again = fsck(m.clone(), false).unwrap();
     assert!(again.problems.is_empty(), "second fsck: {:?}", again.problems);
@@ -80,6 +84,9 @@ fn repair_fixes_links_lost_files_and_orphans_then_the_pool_is_clean() {
     let lost = fs.lookup(lf, b"#900").unwrap();
     assert!(fs.read(lost.ino, 0, 4096).unwrap() == vec![2; 4096], "the lost file's data was not kept");
     assert!(fs.getattr(Ino(901)).is_err(), "the orphan was not freed");
+    let own = fs.extents(a.ino).unwrap().into_iter().find(|m| m.fblock == FileBlock(4)).unwrap();
+    assert!(!own.shared, "the doubly owned block still shares its page");
+    assert!(fs.read(lost.ino, 0, 4096).unwrap() == vec![2; 4096], "the other owner's data changed");
     fs.check().unwrap();
 }
 
@@ -95,7 +102,7 @@ fn cli_fsck_exit_codes_follow_fsck_8() {
     let check = run(&["fsck"]);
     assert_eq!(check.status.code(), Some(4), "{}", String::from_utf8_lossy(&check.stdout));
     let out = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(out.lines().count(), 3, "one line per problem: {out}");
+    assert_eq!(out.lines().count(), 4, "one line per problem: {out}");
     let repair = run(&["fsck", "--repair", "--json"]);
     assert_eq!(repair.status.code(), Some(1));
     let json = String::from_utf8_lossy(&repair.stdout);

@@ -139,7 +139,7 @@ impl Core {
     }
 
     pub fn open(media: Arc<dyn Media>, opts: Options) -> Result<Core> {
-        let mut core = Core::load(media, opts)?;
+        let mut core = Core::load(media, opts, Mode::Replay)?;
         core.st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}; run daxlink fsck --repair")))?;
         if !opts.read_only {
             core.free_orphans()?;
@@ -150,19 +150,19 @@ impl Core {
     }
 
     /// Rebuilds the state from the newest checkpoint and its log, without judging it.
-    pub(super) fn load(media: Arc<dyn Media>, opts: Options) -> Result<Core> {
+    pub(super) fn load(media: Arc<dyn Media>, opts: Options, mode: Mode) -> Result<Core> {
         let geo = Geometry::read(&*media).map_err(|e| Error::Pool(e.0))?;
         let rec = Journal::recover(&*media, &geo)?;
         let mut st = State::new(geo);
         let mut journal = rec.journal;
         let recs = decode_all(&rec.checkpoint).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
         for r in &recs {
-            st.apply(r, Mode::Replay).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+            st.apply(r, mode).map_err(|e| Error::Pool(format!("checkpoint: {e}; run daxlink fsck")))?;
         }
         for (n, tx) in rec.transactions.iter().enumerate() {
             let recs = decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
             for r in &recs {
-                st.apply(r, Mode::Replay).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+                st.apply(r, mode).map_err(|e| Error::Pool(format!("log transaction {n}: {e}; run daxlink fsck")))?;
             }
             journal.account_replayed(recs.iter().map(|r| r.growth_bound(&|_| false)).sum());
         }

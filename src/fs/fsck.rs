@@ -13,8 +13,9 @@ use super::core::Core;
 use super::error::{Error, Result};
 use super::inode::{Attr, Body, Kind, Timespec};
 use super::record::Record;
+use super::state::Mode;
 use super::tx::Tx;
-use crate::types::Ino;
+use crate::types::{FileBlock, Ino};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
@@ -26,6 +27,8 @@ pub enum Problem {
     Orphan { ino: Ino, pages: u64 },
     /// A directory with more than one name.
     DirNamedTwice { ino: Ino },
+    /// The block sits on a page another file also claims as its own (not a clone).
+    DoublyOwned { ino: Ino, fblock: FileBlock },
     /// Anything else `check()` found (not repaired).
     Inconsistent(String),
 }
@@ -37,13 +40,20 @@ impl Problem {
             Problem::Unreachable { .. } => "unreachable",
             Problem::Orphan { .. } => "orphan",
             Problem::DirNamedTwice { .. } => "dir_named_twice",
+            Problem::DoublyOwned { .. } => "doubly_owned",
             Problem::Inconsistent(_) => "inconsistent",
         }
     }
 
     /// Whether `--repair` fixes it.
     pub fn repairable(&self) -> bool {
-        matches!(self, Problem::LinkCount { .. } | Problem::Unreachable { .. } | Problem::Orphan { .. })
+        matches!(
+            self,
+            Problem::LinkCount { .. }
+                | Problem::Unreachable { .. }
+                | Problem::Orphan { .. }
+                | Problem::DoublyOwned { .. }
+        )
     }
 }
 
@@ -56,6 +66,9 @@ impl fmt::Display for Problem {
             Problem::Unreachable { ino } => write!(f, "inode {ino} is in no directory"),
             Problem::Orphan { ino, pages } => write!(f, "orphan inode {ino} holds {pages} pages"),
             Problem::DirNamedTwice { ino } => write!(f, "directory {ino} has more than one name"),
+            Problem::DoublyOwned { ino, fblock } => {
+                write!(f, "block {fblock} of inode {ino} is on a page another file also claims as its own")
+            }
             Problem::Inconsistent(s) => f.write_str(s),
         }
     }
@@ -110,6 +123,11 @@ impl Core {
                 out.push(Problem::LinkCount { ino: *ino, recorded: i.attr.nlink, counted });
             }
         }
+        for &(ino, fblock) in &self.st.double_claims {
+            if self.st.inodes.get(&ino).and_then(|i| i.extents()).and_then(|m| m.lookup(fblock)).is_some() {
+                out.push(Problem::DoublyOwned { ino, fblock });
+            }
+        }
         if out.iter().all(Problem::repairable)
             && let Err(e) = self.st.check()
         {
@@ -131,6 +149,12 @@ impl Core {
             match p {
                 Problem::LinkCount { ino, counted, .. } => tx.attr(&self.st, *ino)?.nlink = *counted,
                 Problem::Orphan { ino, .. } => tx.free(*ino),
+                Problem::DoublyOwned { ino, fblock } => {
+                    // A private copy for this claimant: the other keeps the page.
+                    self.unshare_block(*ino, *fblock)?;
+                    done.push(format!("gave inode {ino} its own copy of block {fblock}"));
+                    continue;
+                }
                 Problem::Unreachable { ino } => {
                     let lf = self.lost_and_found()?;
                     let name = format!("#{ino}").into_bytes();
@@ -201,12 +225,13 @@ pub struct FsckReport {
 /// Checks (and with `repair`, fixes) a pool that is not mounted.
 pub fn fsck(media: std::sync::Arc<dyn crate::arena::Media>, repair: bool) -> Result<FsckReport> {
     let opts = super::Options { read_only: !repair, ..Default::default() };
-    let mut core = Core::load(media, opts)?;
+    let mut core = Core::load(media, opts, Mode::Fsck)?;
     let problems = core.problems();
     let mut report =
         FsckReport { problems: problems.clone(), repairs: Vec::new(), left: Vec::new(), stats: core.stats() };
     if repair && !problems.is_empty() {
         report.repairs = core.repair(&problems)?;
+        core.st.double_claims.clear();
         report.left = core.problems();
         report.stats = core.stats();
     } else {

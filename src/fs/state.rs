@@ -21,10 +21,13 @@ pub const MAX_FILE_BLOCKS: u64 = MAX_FILE_SIZE / PAGE_SIZE;
 
 /// Whether freed pages wait for a log commit (live) or are free at once (replay: every
 /// replayed record is already durable; free space is derived after replay anyway).
+/// `Fsck` replays too, but records a page claimed by two single owners instead of
+/// refusing it, so fsck can name it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Live,
     Replay,
+    Fsck,
 }
 
 pub struct State {
@@ -40,6 +43,8 @@ pub struct State {
     /// is durable a crash can give the owner back, so they are not written in place
     /// (the busy-extent rule, for shared pages).
     pub unshared_since_commit: HashSet<Pfn>,
+    /// Blocks (in `Mode::Fsck`) whose map claimed sole ownership of a page in use.
+    pub double_claims: Vec<(Ino, FileBlock)>,
 }
 
 fn valid_name(name: &[u8]) -> bool {
@@ -57,6 +62,7 @@ impl State {
             rmap: Rmap::default(),
             poison: BTreeSet::new(),
             unshared_since_commit: HashSet::new(),
+            double_claims: Vec::new(),
             geo,
         }
     }
@@ -134,7 +140,7 @@ impl State {
                     .remove(name)
                     .ok_or_else(|| format!("unlink of missing name {:?} in {dir}", String::from_utf8_lossy(name)))?;
             }
-            Record::Map { ino, fblock, pfn, len, shared } => self.map(*ino, *fblock, *pfn, *len, *shared)?,
+            Record::Map { ino, fblock, pfn, len, shared } => self.map(*ino, *fblock, *pfn, *len, *shared, mode)?,
             Record::Unmap { ino, fblock, len } => self.unmap(*ino, *fblock, *len, mode)?,
             Record::SetXattr { ino, name, value } => {
                 self.inode_mut(*ino)?.xattrs.insert(name.clone(), value.clone());
@@ -162,16 +168,23 @@ impl State {
         Ok(())
     }
 
-    fn map(&mut self, ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool) -> Result<(), String> {
+    fn map(&mut self, ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool, mode: Mode) -> Result<(), String> {
         if len == 0 || fblock.0.checked_add(len).is_none_or(|e| e > MAX_FILE_BLOCKS) {
             return Err(format!("map of blocks [{fblock}, +{len}) out of range"));
         }
         if !self.geo.is_data_range(pfn, len) {
             return Err(format!("map of pages [{pfn}, +{len}) outside the data region"));
         }
-        if !shared && (0..len).any(|i| !self.pages.is_free(pfn.plus(i))) {
-            return Err(format!("map of pages [{pfn}, +{len}) that are in use"));
+        let in_use: Vec<u64> =
+            if shared { Vec::new() } else { (0..len).filter(|i| !self.pages.is_free(pfn.plus(*i))).collect() };
+        if !in_use.is_empty() {
+            if mode != Mode::Fsck {
+                return Err(format!("map of pages [{pfn}, +{len}) that are in use"));
+            }
+            self.double_claims.extend(in_use.iter().map(|i| (ino, fblock.plus(*i))));
         }
+        // fsck keeps the second claim as a share, so the page table stays truthful.
+        let shared = shared || !in_use.is_empty();
         let pages = &mut self.pages;
         let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
@@ -274,8 +287,11 @@ impl State {
             }
             if let Body::File(m) = &i.body {
                 for x in m.iter() {
-                    // `shared`: a page another file already maps is a clone, not a fault.
-                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, len: x.len, shared: true }.encode(&mut e);
+                    // `shared` only where pages are shared: a page that a second extent
+                    // also claims as its own is then a fault the load catches.
+                    let shared =
+                        (0..x.len).any(|i| matches!(self.pages.state(x.pfn.plus(i)), PageState::Shared { .. }));
+                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, len: x.len, shared }.encode(&mut e);
                 }
             }
             for &(_, fblock) in self.poison.range((**ino, FileBlock(0))..=(**ino, FileBlock(u64::MAX))) {
