@@ -118,22 +118,7 @@ impl Core {
     pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
         let geo = Geometry::for_size(media.len(), uuid).map_err(|e| Error::Pool(e.0))?;
         geo.write(media).map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
-        let now = Timespec::now();
-        let root = Attr {
-            ino: Ino::ROOT,
-            mode: libc::S_IFDIR | 0o755,
-            uid: ctx.uid,
-            gid: ctx.gid,
-            nlink: 2,
-            size: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            btime: now,
-            rdev: 0,
-            flags: 0,
-            blocks: 0,
-        };
+        let root = Attr::new(Ino::ROOT, libc::S_IFDIR | 0o755, ctx.uid, ctx.gid, Timespec::now());
         Journal::format(media, &geo, &encode_all(&[Record::SetInode(root)]))?;
         Ok(())
     }

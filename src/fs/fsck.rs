@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::Ctx;
 use super::core::Core;
 use super::error::{Error, Result};
-use super::inode::{Attr, Body, Kind, Timespec};
+use super::inode::{Body, Kind};
 use super::record::Record;
 use super::state::Mode;
 use super::tx::Tx;
@@ -186,29 +187,7 @@ impl Core {
         if let Some(ino) = self.inode(Ino::ROOT)?.dir().and_then(|d| d.get(LOST_FOUND)) {
             return Ok(ino);
         }
-        let now = Timespec::now();
-        let ino = Ino(self.st.next_ino);
-        let attr = Attr {
-            ino,
-            mode: libc::S_IFDIR | 0o700,
-            uid: 0,
-            gid: 0,
-            nlink: 2,
-            size: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            btime: now,
-            rdev: 0,
-            flags: 0,
-            blocks: 0,
-        };
-        let mut tx = Tx::new();
-        tx.create(attr);
-        tx.push(Record::Link { dir: Ino::ROOT, name: LOST_FOUND.to_vec(), ino });
-        tx.attr(&self.st, Ino::ROOT)?.nlink += 1;
-        self.commit_tx(tx)?;
-        Ok(ino)
+        Ok(self.mkdir(Ctx { uid: 0, gid: 0 }, Ino::ROOT, LOST_FOUND, 0o700)?.ino)
     }
 }
 

@@ -98,6 +98,26 @@ pub struct Attr {
 }
 
 impl Attr {
+    /// A new inode's attributes: all times `now`, one link (two for a directory).
+    pub fn new(ino: Ino, mode: u32, uid: u32, gid: u32, now: Timespec) -> Attr {
+        let nlink = if Kind::from_mode(mode) == Some(Kind::Dir) { 2 } else { 1 };
+        Attr {
+            ino,
+            mode,
+            uid,
+            gid,
+            nlink,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
+            rdev: 0,
+            flags: 0,
+            blocks: 0,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         Kind::from_mode(self.mode).unwrap_or(Kind::File)
     }

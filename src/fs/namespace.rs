@@ -78,20 +78,11 @@ impl Core {
         if setgid_dir && kind == Kind::Dir {
             mode |= libc::S_ISGID;
         }
+        let gid = if setgid_dir { pattr.gid } else { ctx.gid };
         let attr = Attr {
-            ino: Ino(self.st.next_ino),
-            mode,
-            uid: ctx.uid,
-            gid: if setgid_dir { pattr.gid } else { ctx.gid },
-            nlink: if kind == Kind::Dir { 2 } else { 1 },
             size: target.map_or(0, |t| t.len() as u64),
-            atime: now,
-            mtime: now,
-            ctime: now,
-            btime: now,
             rdev,
-            flags: 0,
-            blocks: 0,
+            ..Attr::new(Ino(self.st.next_ino), mode, ctx.uid, gid, now)
         };
         let mut tx = Tx::new();
         tx.create(attr);
