@@ -329,6 +329,28 @@ impl Core {
         self.getattr(ino)
     }
 
+    /// What a write by a caller without `CAP_FSETID` does to the mode, as
+    /// `should_remove_suid` says: set-user-ID goes, and set-group-ID where group
+    /// execute makes it one (without it the bit means mandatory locking). Returns
+    /// whether the mode changed.
+    pub fn kill_suid(&mut self, ino: Ino) -> Result<bool> {
+        let mode = self.inode(ino)?.attr.mode;
+        let mut kill = mode & libc::S_ISUID;
+        if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+            kill |= libc::S_ISGID;
+        }
+        if kill == 0 {
+            return Ok(false);
+        }
+        self.writable()?;
+        let mut tx = Tx::new();
+        let a = tx.attr(&self.st, ino)?;
+        a.mode &= !kill;
+        a.ctime = Timespec::now();
+        self.commit_tx(tx)?;
+        Ok(true)
+    }
+
     pub fn open_inode(&mut self, ino: Ino) -> Result<()> {
         self.inode(ino)?;
         *self.open.entry(ino).or_default() += 1;

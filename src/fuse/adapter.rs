@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::ioctl;
@@ -32,6 +32,8 @@ struct Handle {
     append: bool,
     /// Opened for writing: what dedupe and unshare require of their target.
     write: bool,
+    /// Opened `O_DIRECT`: served with `FOPEN_DIRECT_IO` (see `fopen_flags`).
+    direct: bool,
 }
 
 pub struct DaxFuse {
@@ -150,8 +152,23 @@ impl DaxFuse {
     fn new_handle(&self, ino: Ino, flags: i32) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let write = matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR);
-        self.handles.insert(fh, Handle { ino, append: flags & libc::O_APPEND != 0, write });
+        let (append, direct) = (flags & libc::O_APPEND != 0, flags & libc::O_DIRECT != 0);
+        self.handles.insert(fh, Handle { ino, append, write, direct });
         FileHandle(fh)
+    }
+
+    /// How the kernel is to treat a handle opened with `flags`. An `O_DIRECT` open gets
+    /// `FOPEN_DIRECT_IO`, as passthrough_hp gives it: the kernel's cached write path
+    /// asks for `security.capability` before every write (FUSE never sets `SB_NOSEC`),
+    /// a second round trip the direct path does not make. That path leaves dropping
+    /// set-user-ID to the filesystem (`write`). Direct writes to one file may then
+    /// also run in parallel.
+    fn fopen_flags(&self, flags: i32) -> FopenFlags {
+        if flags & libc::O_DIRECT != 0 {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+        } else {
+            self.open_flags
+        }
     }
 }
 
@@ -160,6 +177,8 @@ impl Filesystem for DaxFuse {
         if let Err(max) = config.set_max_write(MAX_WRITE) {
             config.set_max_write(max).ok();
         }
+        // Lets an O_DIRECT handle (FOPEN_DIRECT_IO) be mmapped too; older kernels lack it.
+        config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).ok();
         Ok(())
     }
 
@@ -262,7 +281,7 @@ impl Filesystem for DaxFuse {
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open_inode(ino(i)) {
-            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), self.open_flags),
+            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), self.fopen_flags(flags.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -286,7 +305,7 @@ impl Filesystem for DaxFuse {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -296,9 +315,21 @@ impl Filesystem for DaxFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let (append, direct) = self.handles.get(&fh.0).map_or((false, false), |h| (h.append, h.direct));
         // Page-cache writeback names its offset exactly; only direct writes append.
-        let append =
-            !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) && self.handles.get(&fh.0).is_some_and(|h| h.append);
+        let append = append && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        // The kernel drops set-user-ID before a cached write, never before a
+        // FOPEN_DIRECT_IO one; daxlink does it then, taking a non-root caller for one
+        // without CAP_FSETID (FUSE does not say which capabilities a caller has).
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || (direct && req.uid() != 0);
+        if kill {
+            match self.fs.kill_suid(ino(i)) {
+                // The kernel caches the mode for TTL and would still show the bits.
+                Ok(true) => self.invalidate_attr(ino(i)),
+                Ok(false) => {}
+                Err(e) => return reply.error(errno(e)),
+            }
+        }
         match self.fs.write(ino(i), offset, data, append) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
@@ -437,7 +468,7 @@ impl Filesystem for DaxFuse {
         match r {
             Ok(a) => {
                 let fh = self.new_handle(a.ino, flags);
-                reply.created(&TTL, &file_attr(&a), Generation(0), fh, self.open_flags)
+                reply.created(&TTL, &file_attr(&a), Generation(0), fh, self.fopen_flags(flags))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -515,6 +546,15 @@ impl DaxFuse {
             if let Err(e) = n.inval_inode(INodeNo(o.ino.0), o.index.0 as i64 * ps, ps) {
                 log::warn!("invalidating inode {} at block {}: {e}", o.ino, o.index);
             }
+        }
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (a negative offset leaves its
+    /// pages alone).
+    fn invalidate_attr(&self, ino: Ino) {
+        let Some(n) = self.notifier.get() else { return };
+        if let Err(e) = n.inval_inode(INodeNo(ino.0), -1, 0) {
+            log::warn!("invalidating the attributes of inode {ino}: {e}");
         }
     }
 
