@@ -1813,21 +1813,21 @@ fn power_loss_after_any_store_recovers_a_prefix_of_the_history() {
 }
 
 #[test]
-fn kill_suid_drops_setuid_and_executable_setgid_durably() {
+fn kill_privs_drops_setuid_and_executable_setgid_durably() {
     let p = Pool::new(32 * MIB);
     let mode = |p: &Pool, f| p.fs.getattr(f).unwrap().mode & 0o7777;
     let f = p.create(Ino::ROOT, "f");
     for (before, after) in [(0o6777, 0o0777), (0o2777, 0o0777), (0o2767, 0o2767), (0o4755, 0o0755), (0o0644, 0o0644)] {
         p.fs.setattr(f, SetAttr { mode: Some(before), ..Default::default() }).unwrap();
-        let changed = p.fs.kill_suid(f).unwrap();
+        let changed = p.fs.kill_privs(f, true).unwrap();
         assert_eq!(mode(&p, f), after, "mode {before:o}");
         assert_eq!(changed, before != after, "mode {before:o}: reported change");
     }
     p.fs.setattr(f, SetAttr { mode: Some(0o6755), ..Default::default() }).unwrap();
-    assert!(p.fs.kill_suid(f).unwrap());
+    assert!(p.fs.kill_privs(f, true).unwrap());
     p.fs.sync().unwrap();
     let p = p.crash();
     assert_eq!(mode(&p, f), 0o0755, "the dropped bits are logged");
-    assert_eq!(errno(p.fs.kill_suid(Ino(999_999))), libc::ENOENT);
+    assert_eq!(errno(p.fs.kill_privs(Ino(999_999), true)), libc::ENOENT);
     p.assert_consistent();
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Ctx;
 use super::error::{Error, Result};
-use super::inode::{Attr, Body, Timespec};
+use super::inode::{Attr, Body, Kind, Timespec};
 use super::journal::Journal;
 use super::record::{Record, decode_all, encode_all};
 use super::state::{Mode, State};
@@ -96,6 +96,9 @@ pub struct Mapping {
     /// The pages failed: this file reads EIO here.
     pub poisoned: bool,
 }
+
+/// File capabilities, which any change of the file's contents or owner drops.
+const XATTR_CAPS: &[u8] = b"security.capability";
 
 /// Bytes of checkpoint a new empty file costs (its inode and its name, with a short
 /// name); `statfs` counts free inodes in these.
@@ -329,21 +332,34 @@ impl Core {
         self.getattr(ino)
     }
 
-    /// What a write by a caller without `CAP_FSETID` does to the mode, as
-    /// `should_remove_suid` says: set-user-ID goes, and set-group-ID where group
-    /// execute makes it one (without it the bit means mandatory locking). Returns
-    /// whether the mode changed.
-    pub fn kill_suid(&mut self, ino: Ino) -> Result<bool> {
-        let mode = self.inode(ino)?.attr.mode;
-        let mut kill = mode & libc::S_ISUID;
-        if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
-            kill |= libc::S_ISGID;
+    /// What a write, truncate or chown does to a file's privileges when the kernel
+    /// leaves it to the filesystem (`FUSE_HANDLE_KILLPRIV_V2`), as the VFS would:
+    /// `security.capability` always goes; with `suid` (a caller without `CAP_FSETID`,
+    /// or any chown) set-user-ID goes, and set-group-ID where group execute makes it
+    /// one (without it the bit means mandatory locking). Returns whether the mode or
+    /// the attribute changed. Directories keep everything.
+    pub fn kill_privs(&mut self, ino: Ino, suid: bool) -> Result<bool> {
+        let i = self.inode(ino)?;
+        if i.attr.kind() == Kind::Dir {
+            return Ok(false);
         }
-        if kill == 0 {
+        let mode = i.attr.mode;
+        let mut kill = 0;
+        if suid {
+            kill = mode & libc::S_ISUID;
+            if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+                kill |= libc::S_ISGID;
+            }
+        }
+        let cap = i.xattrs.contains_key(XATTR_CAPS);
+        if kill == 0 && !cap {
             return Ok(false);
         }
         self.writable()?;
         let mut tx = Tx::new();
+        if cap {
+            tx.push(Record::RemoveXattr { ino, name: XATTR_CAPS.to_vec() });
+        }
         let a = tx.attr(&self.st, ino)?;
         a.mode &= !kill;
         a.ctime = Timespec::now();

@@ -85,9 +85,10 @@ impl Fs {
         fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr>;
         fn getattr(&self, ino: Ino) -> Result<Attr>;
         fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Attr>;
-        /// Drops set-user-ID (and set-group-ID with group execute) before a write by
-        /// a caller without `CAP_FSETID`; returns whether the mode changed.
-        fn kill_suid(&self, ino: Ino) -> Result<bool>;
+        /// Drops file capabilities and, with `suid`, set-user-ID (and set-group-ID
+        /// with group execute), as a write, truncate or chown does; returns whether
+        /// anything changed.
+        fn kill_privs(&self, ino: Ino, suid: bool) -> Result<bool>;
         fn mknod(&self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr>;
         fn mkdir(&self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32) -> Result<Attr>;
         fn symlink(&self, ctx: Ctx, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr>;

@@ -44,12 +44,16 @@ pub struct DaxFuse {
     /// file data passes through this mount, whose kernel side updates or drops what it
     /// caches (writes, truncate, fallocate, copy_file_range), except memory failures,
     /// which `invalidate` reports. Not under `strictatime`, whose every read must reach
-    /// daxlink to update atime.
+    /// daxlink to update atime. Always `FOPEN_NOFLUSH`: `flush` has nothing to do
+    /// (no write-back cache, no locks kept here), so close need not wait for it.
     open_flags: FopenFlags,
     /// The kernel's lookup count of each directory it knows.
     dir_refs: DashMap<u64, u64>,
     /// Set once the session exists (it is made after the filesystem).
     notifier: Arc<OnceLock<Notifier>>,
+    /// The kernel leaves dropping privileges on write, truncate and chown to us
+    /// (`FUSE_HANDLE_KILLPRIV_V2`); see `kill_privs`.
+    killpriv: bool,
 }
 
 fn errno(e: Error) -> Errno {
@@ -108,7 +112,10 @@ fn ino(i: INodeNo) -> Ino {
 
 impl DaxFuse {
     pub fn new(fs: Arc<Fs>, keep_cache: bool, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
-        let open_flags = if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+        let mut open_flags = FopenFlags::FOPEN_NOFLUSH;
+        if keep_cache {
+            open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
         DaxFuse {
             fs,
             handles: DashMap::new(),
@@ -116,6 +123,7 @@ impl DaxFuse {
             open_flags,
             dir_refs: DashMap::new(),
             notifier,
+            killpriv: false,
         }
     }
 
@@ -158,14 +166,12 @@ impl DaxFuse {
     }
 
     /// How the kernel is to treat a handle opened with `flags`. An `O_DIRECT` open gets
-    /// `FOPEN_DIRECT_IO`, as passthrough_hp gives it: the kernel's cached write path
-    /// asks for `security.capability` before every write (FUSE never sets `SB_NOSEC`),
-    /// a second round trip the direct path does not make. That path leaves dropping
-    /// set-user-ID to the filesystem (`write`). Direct writes to one file may then
-    /// also run in parallel.
+    /// `FOPEN_DIRECT_IO`, as passthrough_hp gives it: the kernel's direct path is
+    /// shorter than the cached path's O_DIRECT branch, and direct writes to one file
+    /// may run in parallel. It leaves dropping privileges to us (`write_kills_privs`).
     fn fopen_flags(&self, flags: i32) -> FopenFlags {
         if flags & libc::O_DIRECT != 0 {
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_NOFLUSH
         } else {
             self.open_flags
         }
@@ -179,6 +185,9 @@ impl Filesystem for DaxFuse {
         }
         // Lets an O_DIRECT handle (FOPEN_DIRECT_IO) be mmapped too; older kernels lack it.
         config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).ok();
+        // Without it, every cached write costs a second round trip: FUSE never sets
+        // SB_NOSEC, so the kernel asks for security.capability before each write.
+        self.killpriv = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2).is_ok();
         Ok(())
     }
 
@@ -201,7 +210,7 @@ impl Filesystem for DaxFuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -217,6 +226,16 @@ impl Filesystem for DaxFuse {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // Under HANDLE_KILLPRIV_V2 the kernel flags these (FATTR_KILL_SUIDGID), but
+        // fuser does not pass the flag on: a chown always drops set-user-ID, a
+        // truncate when the caller lacks CAP_FSETID, taken to mean is not root.
+        let chown = uid.is_some() || gid.is_some();
+        if self.killpriv
+            && (chown || size.is_some())
+            && let Err(e) = self.fs.kill_privs(ino(i), chown || req.uid() != 0)
+        {
+            return reply.error(errno(e));
+        }
         let set = SetAttr {
             mode,
             uid,
@@ -318,17 +337,8 @@ impl Filesystem for DaxFuse {
         let (append, direct) = self.handles.get(&fh.0).map_or((false, false), |h| (h.append, h.direct));
         // Page-cache writeback names its offset exactly; only direct writes append.
         let append = append && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-        // The kernel drops set-user-ID before a cached write, never before a
-        // FOPEN_DIRECT_IO one; daxlink does it then, taking a non-root caller for one
-        // without CAP_FSETID (FUSE does not say which capabilities a caller has).
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || (direct && req.uid() != 0);
-        if kill {
-            match self.fs.kill_suid(ino(i)) {
-                // The kernel caches the mode for TTL and would still show the bits.
-                Ok(true) => self.invalidate_attr(ino(i)),
-                Ok(false) => {}
-                Err(e) => return reply.error(errno(e)),
-            }
+        if let Err(e) = self.write_kills_privs(req, ino(i), direct, write_flags) {
+            return reply.error(errno(e));
         }
         match self.fs.write(ino(i), offset, data, append) {
             Ok(n) => reply.written(n as u32),
@@ -547,6 +557,22 @@ impl DaxFuse {
                 log::warn!("invalidating inode {} at block {}: {e}", o.ino, o.index);
             }
         }
+    }
+
+    /// Drops privileges before a write where the kernel does not: under
+    /// HANDLE_KILLPRIV_V2 (always; it flags callers without CAP_FSETID), and on a
+    /// FOPEN_DIRECT_IO handle otherwise (no flag then: a non-root caller is taken for
+    /// one without CAP_FSETID, as FUSE does not say which capabilities it has).
+    fn write_kills_privs(&self, req: &Request, i: Ino, direct: bool, flags: WriteFlags) -> crate::fs::Result<()> {
+        if !self.killpriv && !direct {
+            return Ok(());
+        }
+        let suid = flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || (!self.killpriv && req.uid() != 0);
+        if self.fs.kill_privs(i, suid)? {
+            // The kernel caches the mode for TTL and would still show the bits.
+            self.invalidate_attr(i);
+        }
+        Ok(())
     }
 
     /// Drops the kernel's cached attributes of `ino` (a negative offset leaves its
