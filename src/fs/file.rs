@@ -183,6 +183,7 @@ impl Core {
         let goal =
             first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo.data_start, |p| p.plus(1));
         let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
+        self.prepare_write(&allocated);
         let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut remap = Vec::with_capacity(fresh.len());
         let mut cow = Vec::new();
@@ -230,6 +231,12 @@ impl Core {
             tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
         }
         Ok(allocated)
+    }
+
+    fn prepare_write(&self, allocated: &[(Pfn, u64)]) {
+        for &(p, n) in allocated {
+            self.media.prepare_write(p.offset().0, n * PAGE_SIZE);
+        }
     }
 
     /// Commits `tx`, whose records map the freshly `allocated` pages; gives the pages
@@ -330,6 +337,7 @@ impl Core {
         let n: u64 = holes.iter().map(|h| h.1).sum();
         let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo.data_start);
         let allocated = self.alloc_pages(goal, n)?;
+        self.prepare_write(&allocated);
         let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut pairs = Vec::with_capacity(n as usize);
         for (h, len) in holes {
