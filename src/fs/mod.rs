@@ -25,7 +25,7 @@ use self::core::Core;
 pub use self::core::{AtimeMode, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
 pub use error::{Error, Result};
 pub use inode::{Attr, Kind, Timespec};
-pub use namespace::DirEntry;
+pub use namespace::{DirEntry, DirFill};
 pub use poison::{BadPage, FAILURE_MAX_PAGES};
 pub use reflink::{DEDUPE_MAX, Dedupe};
 
@@ -99,6 +99,9 @@ impl Fs {
         fn rename(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> Result<()>;
         /// Entries after readdir cookie `offset` ("." is 1, ".." is 2), at most `max`.
         fn readdir(&self, ino: Ino, offset: u64, max: usize) -> Result<Vec<DirEntry>>;
+        /// The same entries, each handed to `add` (cookie, inode, kind, name) without a
+        /// copy, until it returns true: full.
+        fn readdir_each(&self, ino: Ino, offset: u64, add: &mut DirFill) -> Result<()>;
         /// Counts an open handle: an unlinked inode lives until its last `release`.
         fn open_inode(&self, ino: Ino) -> Result<()>;
         fn release(&self, ino: Ino) -> Result<()>;

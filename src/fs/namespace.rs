@@ -17,6 +17,10 @@ pub struct DirEntry {
     pub name: Vec<u8>,
 }
 
+/// What `readdir_each` hands each entry to: (cookie, inode, kind, name); true when the
+/// reply is full.
+pub type DirFill<'a> = dyn FnMut(u64, Ino, Kind, &[u8]) -> bool + 'a;
+
 fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
         return Err(Error::NameTooLong);
@@ -310,25 +314,33 @@ impl Core {
         self.commit_tx(tx)
     }
 
-    pub fn readdir(&mut self, ino: Ino, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+    /// Calls `add` with each entry after readdir cookie `offset` until it says the
+    /// reply is full (returns true); the entry it refused is the next call's first.
+    pub fn readdir_each(&mut self, ino: Ino, offset: u64, add: &mut DirFill) -> Result<()> {
         let d = self.dir_of(ino)?;
-        let mut out = Vec::new();
         let dots = [(1, ino, b".".as_slice()), (2, d.parent, b"..".as_slice())];
-        for (cookie, i, name) in dots {
-            if offset < cookie {
-                out.push(DirEntry { offset: cookie, ino: i, kind: Kind::Dir, name: name.to_vec() });
-            }
-        }
-        for (cookie, name, child) in d.after(offset) {
-            if out.len() >= max {
+        let dots = dots.into_iter().filter(|(cookie, _, _)| offset < *cookie).map(|(c, i, n)| (c, i, Kind::Dir, n));
+        let children = d.after(offset).map(|(cookie, name, child)| {
+            (cookie, child, self.st.inodes.get(&child).map_or(Kind::File, |i| i.attr.kind()), name)
+        });
+        for (cookie, child, kind, name) in dots.chain(children) {
+            if add(cookie, child, kind, name) {
                 break;
             }
-            let kind = self.st.inodes.get(&child).map_or(Kind::File, |i| i.attr.kind());
-            out.push(DirEntry { offset: cookie, ino: child, kind, name: name.to_vec() });
         }
-        out.truncate(max);
         if self.opts().dir_atime {
             self.note_access(ino);
+        }
+        Ok(())
+    }
+
+    pub fn readdir(&mut self, ino: Ino, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        if max > 0 {
+            self.readdir_each(ino, offset, &mut |offset, ino, kind, name| {
+                out.push(DirEntry { offset, ino, kind, name: name.to_vec() });
+                out.len() >= max
+            })?;
         }
         Ok(out)
     }

@@ -402,16 +402,11 @@ impl Filesystem for DaxFuse {
     }
 
     fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        // A reply buffer holds a few hundred entries; ask for a page of them.
-        match self.fs.readdir(ino(i), offset, 512) {
-            Ok(entries) => {
-                for e in entries {
-                    if reply.add(INodeNo(e.ino.0), e.offset, kind(e.kind), OsStr::from_bytes(&e.name)) {
-                        break;
-                    }
-                }
-                reply.ok()
-            }
+        let r = self.fs.readdir_each(ino(i), offset, &mut |off, child, k, name| {
+            reply.add(INodeNo(child.0), off, kind(k), OsStr::from_bytes(name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
