@@ -19,6 +19,13 @@ pub trait Media: Send + Sync {
     fn fill(&self, off: u64, len: u64, byte: u8);
     /// Makes every store to `[off, off + len)` durable.
     fn flush(&self, off: u64, len: u64) -> io::Result<()>;
+    /// Calls `f` with the bytes of `[off, off + len)`: in place where the media can
+    /// lend them, else copied.
+    fn with_slice(&self, off: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
+        let mut buf = vec![0u8; len as usize];
+        self.read(off, &mut buf);
+        f(&buf)
+    }
     /// A hint that `[off, off + len)` is about to be written: media whose pages are
     /// made on first touch (a sparse pool file) make them now, in one call, rather
     /// than in one page fault each.
@@ -78,6 +85,14 @@ impl Media for MmapMedia {
     fn flush(&self, off: u64, len: u64) -> io::Result<()> {
         check_range(self.len, off, len);
         self.map.flush_range(off as usize, len as usize)
+    }
+    fn with_slice(&self, off: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
+        check_range(self.len, off, len);
+        // SAFETY: the range is inside the mapping, which outlives the call. Writers of
+        // the same file bytes may store into it meanwhile, as they may while `read`
+        // copies: a reader racing a writer sees old bytes, new ones or a mix (as
+        // read(2) racing write(2) may), never another file's (`fs::readers`).
+        f(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off as usize), len as usize) })
     }
     fn prepare_write(&self, off: u64, len: u64) {
         check_range(self.len, off, len);

@@ -8,6 +8,7 @@ use super::Ctx;
 use super::error::{Error, Result};
 use super::inode::{Attr, Body, Kind, Timespec};
 use super::journal::Journal;
+use super::readers::Readers;
 use super::record::{Record, decode_all, encode_all};
 use super::state::{Mode, State};
 use super::tx::Tx;
@@ -107,6 +108,8 @@ const INODE_COST: u64 = 128;
 pub struct Core {
     pub(super) media: Arc<dyn Media>,
     pub(super) st: State,
+    /// Readers copying file data without the lock (see `readers`).
+    pub(super) readers: Arc<Readers>,
     journal: Journal,
     open: HashMap<Ino, u32>,
     /// Inodes whose attributes changed in memory only (timestamps of in-place writes,
@@ -155,7 +158,16 @@ impl Core {
             journal.account_replayed(recs.iter().map(|r| r.growth_bound(&|_| false)).sum());
         }
         st.derive_free_space();
-        Ok(Core { media, st, journal, open: HashMap::new(), dirty: HashSet::new(), opts, shutdown: None })
+        Ok(Core {
+            media,
+            st,
+            readers: Arc::default(),
+            journal,
+            open: HashMap::new(),
+            dirty: HashSet::new(),
+            opts,
+            shutdown: None,
+        })
     }
 
     /// Inodes with no name and no opener (unlinked while open before a crash).
@@ -224,8 +236,15 @@ impl Core {
         let payload = self.st.encode_checkpoint();
         self.journal.checkpoint(&*self.media, &payload)?;
         self.dirty.clear();
-        self.st.committed();
+        self.committed();
         Ok(())
+    }
+
+    /// Everything logged is durable: pages freed since may be reused once no reader
+    /// that might still copy from them is left.
+    fn committed(&mut self) {
+        self.readers.synchronize();
+        self.st.committed();
     }
 
     pub(super) fn opts(&self) -> Options {
@@ -256,7 +275,7 @@ impl Core {
             dirty.into_iter().filter_map(|ino| self.st.inodes.get(&ino).map(|i| Record::SetInode(i.attr))).collect();
         self.commit(recs)?;
         self.journal.flush(&*self.media)?;
-        self.st.committed();
+        self.committed();
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use super::record::Record;
 use super::state::MAX_FILE_BLOCKS;
 use super::tx::Tx;
 use super::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+use crate::arena::Media;
 use crate::dax::PageState;
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
@@ -27,6 +28,35 @@ impl Src<'_> {
         match self {
             Src::Bytes(b) => b.len() as u64,
             Src::Zeros(n) => *n,
+        }
+    }
+}
+
+/// The bytes of a read: `len` of them, zero but for `runs` of (offset in the read,
+/// arena offset, length). Carried out after the fs lock is dropped (see `Fs::read`);
+/// the pages stay the file's or at least unused until the reader is done
+/// (`Readers`).
+#[derive(Debug, Default)]
+pub struct ReadPlan {
+    len: usize,
+    runs: Vec<(usize, u64, usize)>,
+}
+
+impl ReadPlan {
+    pub fn read(&self, media: &dyn Media) -> Vec<u8> {
+        let mut buf = vec![0u8; self.len];
+        for &(at, arena, n) in &self.runs {
+            media.read(arena, &mut buf[at..at + n]);
+        }
+        buf
+    }
+
+    /// Hands the bytes to `f`: straight from the media when one run covers them all
+    /// (the common case: one extent), else from a buffer.
+    pub fn with_bytes(&self, media: &dyn Media, f: &mut dyn FnMut(&[u8])) {
+        match self.runs.as_slice() {
+            [(0, arena, n)] if *n == self.len => media.with_slice(*arena, *n as u64, f),
+            _ => f(&self.read(media)),
         }
     }
 }
@@ -94,48 +124,50 @@ impl Core {
         }
     }
 
-    pub fn read(&mut self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
-        let buf = self.read_raw(ino, off, len)?;
-        self.note_access(ino);
-        Ok(buf)
-    }
-
-    /// A read for a page cache: all or EIO. A short read would tell the kernel the file
-    /// ends there; failing the whole request makes it retry page by page, so the caller
-    /// still gets every byte before the failed page, then EIO.
-    pub fn read_whole(&mut self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
-        let size = self.file_size(ino)?;
-        let end = off.saturating_add(len).min(size);
-        if end > off && self.first_poisoned(ino, FileBlock::of(off), FileBlock::of(end - 1)).is_some() {
-            return Err(Error::HwPoison);
+    /// Plans a read up to EOF and applies the atime policy; `whole`: all or EIO.
+    pub fn read_plan(&mut self, ino: Ino, off: u64, len: u64, whole: bool) -> Result<ReadPlan> {
+        if whole {
+            // A read for a page cache. A short read would tell the kernel the file ends
+            // there; failing the whole request makes it retry page by page, so the
+            // caller still gets every byte before the failed page, then EIO.
+            let size = self.file_size(ino)?;
+            let end = off.saturating_add(len).min(size);
+            if end > off && self.first_poisoned(ino, FileBlock::of(off), FileBlock::of(end - 1)).is_some() {
+                return Err(Error::HwPoison);
+            }
         }
-        self.read(ino, off, len)
+        let plan = self.plan_raw(ino, off, len)?;
+        self.note_access(ino);
+        Ok(plan)
     }
 
     /// Reads up to EOF without touching atime.
     pub(super) fn read_raw(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
+        Ok(self.plan_raw(ino, off, len)?.read(&*self.media))
+    }
+
+    /// Where the bytes of a read up to EOF are; a read stops before a poisoned block
+    /// and fails if it starts in one.
+    fn plan_raw(&self, ino: Ino, off: u64, len: u64) -> Result<ReadPlan> {
         let size = self.file_size(ino)?;
         if off >= size || len == 0 {
-            return Ok(Vec::new());
+            return Ok(ReadPlan::default());
         }
         let mut end = off.saturating_add(len).min(size);
         let first = FileBlock::of(off);
-        // A read stops before a poisoned block; a read starting in one fails.
         if let Some(p) = self.first_poisoned(ino, first, FileBlock::of(end - 1)) {
             if p.byte() <= off {
                 return Err(Error::HwPoison);
             }
             end = p.byte();
         }
-        let mut buf = vec![0u8; (end - off) as usize];
         let nblocks = FileBlock::of(end - 1).0 - first.0 + 1;
-        for x in self.extent_map(ino)?.range(first, nblocks) {
+        let runs = self.extent_map(ino)?.range(first, nblocks).into_iter().map(|x| {
             let s = x.fblock.byte().max(off);
             let e = x.end().byte().min(end);
-            let at = x.pfn.offset().0 + (s - x.fblock.byte());
-            self.media.read(at, &mut buf[(s - off) as usize..(e - off) as usize]);
-        }
-        Ok(buf)
+            ((s - off) as usize, x.pfn.offset().0 + (s - x.fblock.byte()), (e - s) as usize)
+        });
+        Ok(ReadPlan { len: (end - off) as usize, runs: runs.collect() })
     }
 
     /// Gives `ino` its own copy of block `b` if another file shares its page.

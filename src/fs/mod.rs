@@ -1,7 +1,8 @@
 //! The filesystem core: inodes, directories, extent maps, durability. No FUSE here:
 //! everything a FUSE request can do, a caller of `Fs` can do.
 //!
-//! Lock order: `Fs::core` is the only lock; a request holds it for its whole duration.
+//! Lock order: `Fs::core` is the only lock; a request holds it for its whole duration,
+//! but for a read's data copy, made after it (see `readers`).
 
 mod core;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod inode;
 pub mod journal;
 mod namespace;
 mod poison;
+mod readers;
 pub mod record;
 mod reflink;
 pub mod rmap;
@@ -23,6 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::core::Core;
 pub use self::core::{AtimeMode, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
+use self::file::ReadPlan;
+use self::readers::Pin;
 pub use error::{Error, Result};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::{DirEntry, DirFill};
@@ -81,6 +85,29 @@ impl Fs {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Bytes up to EOF; a read running into a failed page stops before it.
+    pub fn read(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
+        let (plan, media, _pin) = self.plan_read(ino, off, len, false)?;
+        Ok(plan.read(&*media))
+    }
+
+    /// Hands the bytes up to EOF to `f` (straight from the arena when they are one
+    /// extent); `whole`: all of the range, or EIO if any of it is on a failed page
+    /// (what the kernel's page cache needs).
+    pub fn read_with(&self, ino: Ino, off: u64, len: u64, whole: bool, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+        let (plan, media, _pin) = self.plan_read(ino, off, len, whole)?;
+        plan.with_bytes(&*media, f);
+        Ok(())
+    }
+
+    /// A read's plan, made under the lock, and the pin that keeps its pages from
+    /// reuse while the caller copies without the lock.
+    fn plan_read(&self, ino: Ino, off: u64, len: u64, whole: bool) -> Result<(ReadPlan, Arc<dyn Media>, Pin)> {
+        let mut core = self.lock();
+        let plan = core.read_plan(ino, off, len, whole)?;
+        Ok((plan, core.media.clone(), core.readers.pin()))
+    }
+
     delegate! {
         fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr>;
         fn getattr(&self, ino: Ino) -> Result<Attr>;
@@ -105,10 +132,6 @@ impl Fs {
         /// Counts an open handle: an unlinked inode lives until its last `release`.
         fn open_inode(&self, ino: Ino) -> Result<()>;
         fn release(&self, ino: Ino) -> Result<()>;
-        /// Bytes up to EOF; a read running into a failed page stops before it.
-        fn read(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>>;
-        /// All of the range, or EIO if any of it is on a failed page (for the kernel).
-        fn read_whole(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>>;
         /// Writes at `off` (at the end of file when `append`); returns the bytes written.
         fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64>;
         fn fallocate(&self, ino: Ino, mode: i32, off: u64, len: u64) -> Result<()>;
