@@ -43,7 +43,7 @@ fs-tests: install
 	fs-tests/check -g $(GROUP)
 
 bench: deps install
-	cargo run --release --example rmap_bench
+	cargo build --release --example populate --example core_bench
 	fs-tests/bench/run
 
 clean:

@@ -71,6 +71,10 @@ fn populate(path: &Path, size: u64, files: u64, extents: u64) -> Result<Made, St
             geo.data_pages()
         ));
     }
+    // populate always reformats: never a device or anything else that is not a file.
+    if path.symlink_metadata().is_ok_and(|m| !m.file_type().is_file()) {
+        return Err("not a regular file".into());
+    }
     let pool = Pool::create(path, size, true, Duration::from_secs(10))?;
     // SAFETY: getuid/getgid cannot fail.
     let ctx = unsafe { Ctx { uid: libc::getuid(), gid: libc::getgid() } };
