@@ -94,6 +94,11 @@ impl Allocator {
         true
     }
 
+    /// The free runs, (first page, pages), in page order.
+    pub fn free_runs(&self) -> impl Iterator<Item = (u64, u64)> {
+        self.free.iter().map(|(s, l)| (*s, *l))
+    }
+
     /// Whether every page of the range is free.
     pub fn is_free(&self, pfn: Pfn, len: u64) -> bool {
         self.free.range(..=pfn.0).next_back().is_some_and(|(s, l)| pfn.0 + len <= s + l)

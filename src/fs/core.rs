@@ -9,7 +9,7 @@ use super::error::{Error, Result};
 use super::inode::{Attr, Body, Kind, Timespec};
 use super::journal::Journal;
 use super::readers::Readers;
-use super::record::{Record, decode_all, encode_all};
+use super::record::{Record, decode_all, encode_all, records};
 use super::state::{Mode, State};
 use super::tx::Tx;
 use crate::arena::{Geometry, Media};
@@ -146,9 +146,9 @@ impl Core {
         let rec = Journal::recover(&*media, &geo)?;
         let mut st = State::new(geo);
         let mut journal = rec.journal;
-        let recs = decode_all(&rec.checkpoint).map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
-        for r in &recs {
-            st.apply(r, mode).map_err(|e| Error::Pool(format!("checkpoint: {e}; run daxlink fsck")))?;
+        for r in records(&rec.checkpoint) {
+            let r = r.map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
+            st.apply(&r, mode).map_err(|e| Error::Pool(format!("checkpoint: {e}; run daxlink fsck")))?;
         }
         for (n, tx) in rec.transactions.iter().enumerate() {
             let recs = decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;

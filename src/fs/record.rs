@@ -260,12 +260,22 @@ pub fn encode_all(recs: &[Record]) -> Vec<u8> {
 
 /// Decodes a payload of records.
 pub fn decode_all(bytes: &[u8]) -> Result<Vec<Record>, CodecError> {
+    records(bytes).collect()
+}
+
+/// The records of `bytes` one by one (a checkpoint of a million extents need not be
+/// decoded whole before it is applied); the first error ends them.
+pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<Record, CodecError>> {
     let mut d = Dec::new(bytes);
-    let mut out = Vec::new();
-    while d.remaining() > 0 {
-        out.push(Record::decode(&mut d)?);
-    }
-    Ok(out)
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || d.remaining() == 0 {
+            return None;
+        }
+        let r = Record::decode(&mut d);
+        failed = r.is_err();
+        Some(r)
+    })
 }
 
 #[cfg(test)]

@@ -55,6 +55,13 @@ impl Rmap {
     /// Records that `ino` maps `len` pages from `pfn` at file block `fblock`.
     pub fn add(&mut self, pfn: Pfn, len: u64, ino: Ino, fblock: FileBlock) {
         let (start, end) = (pfn.0, pfn.0 + len);
+        // Most pages have one owner: nothing to split or share, at most to merge.
+        if self.segs.range(..end).next_back().is_none_or(|(&s, seg)| s + seg.len <= start) {
+            self.segs.insert(start, Seg { len, owners: vec![(ino, fblock.0)] });
+            self.merge_at(end);
+            self.merge_at(start);
+            return;
+        }
         self.split_at(start);
         self.split_at(end);
         let mut at = start;
@@ -127,17 +134,41 @@ impl Rmap {
         self.segs.len()
     }
 
-    /// Whether this map says exactly what `expected` (built from the extent maps) says.
-    pub fn check(&self, expected: &Rmap) -> Result<(), String> {
-        if self.segs != expected.segs {
-            let diff = self
-                .segs
-                .iter()
-                .zip(&expected.segs)
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("have {a:?}, extent maps say {b:?}"))
-                .unwrap_or_else(|| format!("{} segments, extent maps give {}", self.segs.len(), expected.segs.len()));
-            return Err(format!("reverse map: {diff}"));
+    /// Segments in page order: (first page, pages, owners with the file block of the
+    /// first page).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &[(Ino, u64)])> {
+        self.segs.iter().map(|(s, g)| (*s, g.len, g.owners.as_slice()))
+    }
+
+    /// Whether this map says exactly what the extent maps say, given every extent
+    /// once as (inode, first page, pages, first block): it must hold each, and no
+    /// more owner-pages than they add up to. No second map is built (at a million
+    /// extents it would cost as much memory as this one).
+    pub fn check_extents(&self, extents: impl Iterator<Item = (Ino, Pfn, u64, FileBlock)>) -> Result<(), String> {
+        let mut pages = 0;
+        for (ino, pfn, len, fblock) in extents {
+            pages += len;
+            let end = pfn.0 + len;
+            let from = match self.segs.range(..=pfn.0).next_back() {
+                Some((&s, seg)) if s + seg.len > pfn.0 => s,
+                _ => pfn.0,
+            };
+            let mut at = pfn.0;
+            for (&s, seg) in self.segs.range(from..end) {
+                // The owner as the segment records it: its block at the segment's start.
+                let owner = (fblock.0 + s).checked_sub(pfn.0).map(|f| (ino, f));
+                if s > at || owner.is_none_or(|o| seg.owners.binary_search(&o).is_err()) {
+                    break;
+                }
+                at = s + seg.len;
+            }
+            if at < end {
+                return Err(format!("reverse map lacks inode {ino} block {} at page {at}", fblock.0 + (at - pfn.0)));
+            }
+        }
+        let held: u64 = self.segs.values().map(|g| g.len * g.owners.len() as u64).sum();
+        if held != pages {
+            return Err(format!("reverse map holds {held} owner-pages, the extent maps {pages}"));
         }
         Ok(())
     }
@@ -157,6 +188,22 @@ mod tests {
 
     fn owner(p: u64, i: u64, f: u64) -> Owner {
         Owner { pfn: Pfn(p), ino: Ino(i), index: FileBlock(f) }
+    }
+
+    #[test]
+    fn check_extents_wants_each_extent_and_nothing_more() {
+        let mut r = Rmap::default();
+        r.add(Pfn(100), 10, Ino(1), FileBlock(0));
+        r.add(Pfn(104), 2, Ino(2), FileBlock(50));
+        // Ino 1 as two extents that the map holds as one merged owner run.
+        let ext = [(Ino(1), Pfn(100), 5, FileBlock(0)), (Ino(1), Pfn(105), 5, FileBlock(5))];
+        let both = || ext.into_iter().chain([(Ino(2), Pfn(104), 2, FileBlock(50))]);
+        r.check_extents(both()).unwrap();
+        assert!(r.check_extents(ext.into_iter()).is_err(), "an owner no extent has");
+        let wrong_block = ext.into_iter().chain([(Ino(2), Pfn(104), 2, FileBlock(51))]);
+        assert!(r.check_extents(wrong_block).is_err(), "an extent at another block");
+        let more = both().chain([(Ino(3), Pfn(200), 1, FileBlock(0))]);
+        assert!(r.check_extents(more).is_err(), "an extent the map lacks");
     }
 
     #[test]

@@ -318,8 +318,6 @@ impl State {
         if root.dir().is_none() {
             return Err("the root inode is not a directory".into());
         }
-        // Every page's references, from the extent maps.
-        let mut refs: HashMap<Pfn, Vec<(Ino, FileBlock)>> = HashMap::new();
         let mut links: HashMap<Ino, u32> = HashMap::new();
         let mut subdirs: HashMap<Ino, u32> = HashMap::new();
         for (ino, i) in &self.inodes {
@@ -329,13 +327,8 @@ impl State {
             match &i.body {
                 Body::File(m) => {
                     m.check().map_err(|e| format!("inode {ino}: {e}"))?;
-                    for x in m.iter() {
-                        if !self.geo.is_data_range(x.pfn, x.len) {
-                            return Err(format!("inode {ino} maps pages outside the data region"));
-                        }
-                        for k in 0..x.len {
-                            refs.entry(x.pfn.plus(k)).or_default().push((*ino, x.fblock.plus(k)));
-                        }
+                    if m.iter().any(|x| !self.geo.is_data_range(x.pfn, x.len)) {
+                        return Err(format!("inode {ino} maps pages outside the data region"));
                     }
                 }
                 Body::Dir(d) => {
@@ -379,35 +372,54 @@ impl State {
                 return Err(format!("inode {ino} has nlink {}, but {l} names", i.attr.nlink));
             }
         }
-        // The page table must say what the extent maps say.
+        // The reverse map must say what the extent maps say, and the page table what
+        // the reverse map says, page by page (one sweep, no per-page table).
+        let extents =
+            self.inodes.iter().flat_map(|(ino, i)| i.extents().into_iter().flat_map(|m| m.iter()).map(|x| (*ino, x)));
+        self.rmap.check_extents(extents.map(|(ino, x)| (ino, x.pfn, x.len, x.fblock)))?;
         let mut used = 0;
+        let mut segs = self.rmap.iter();
+        let mut seg = segs.next();
+        let mut free_runs = self.alloc.free_runs();
+        let mut free = free_runs.next();
         for p in self.geo.data_start.0..self.geo.pages_total {
             let pfn = Pfn(p);
-            let r = refs.get(&pfn).map(|v| v.as_slice()).unwrap_or(&[]);
-            let ok = match (self.pages.state(pfn), r) {
+            let mut owners: &[(Ino, u64)] = &[];
+            let mut start = p;
+            while let Some((s, len, o)) = seg {
+                if s + len <= p {
+                    seg = segs.next();
+                    continue;
+                }
+                if s <= p {
+                    (owners, start) = (o, s);
+                }
+                break;
+            }
+            let ok = match (self.pages.state(pfn), owners) {
                 (PageState::Free, []) => true,
-                (PageState::Owned { mapping, index }, [(i, b)]) => mapping == *i && index == *b,
+                (PageState::Owned { mapping, index }, [(i, b)]) => mapping == *i && index.0 == b + (p - start),
                 (PageState::Shared { share }, r) => share == r.len() as u64,
                 _ => false,
             };
             if !ok {
-                return Err(format!("page {pfn}: page table says {:?}, extent maps say {r:?}", self.pages.state(pfn)));
+                let refs: Vec<(Ino, u64)> = owners.iter().map(|&(i, b)| (i, b + (p - start))).collect();
+                return Err(format!(
+                    "page {pfn}: page table says {:?}, extent maps say {refs:?}",
+                    self.pages.state(pfn)
+                ));
             }
-            if !r.is_empty() || self.pages.is_bad(pfn) {
+            while free.is_some_and(|(s, n)| s + n <= p) {
+                free = free_runs.next();
+            }
+            if !owners.is_empty() || self.pages.is_bad(pfn) {
                 used += 1;
-                if self.alloc.is_free(pfn, 1) {
+                if free.is_some_and(|(s, _)| s <= p) {
                     return Err(format!("page {pfn} is mapped or bad but free in the allocator"));
                 }
             }
         }
         self.alloc.check()?;
-        let mut expected = Rmap::default();
-        for (ino, i) in &self.inodes {
-            for x in i.extents().into_iter().flat_map(|m| m.iter()) {
-                expected.add(x.pfn, x.len, *ino, x.fblock);
-            }
-        }
-        self.rmap.check(&expected)?;
         for &(ino, fblock) in &self.poison {
             if self.inodes.get(&ino).and_then(|i| i.extents()).and_then(|m| m.lookup(fblock)).is_none() {
                 return Err(format!("poison recorded for unmapped block {fblock} of inode {ino}"));
