@@ -13,7 +13,7 @@ use super::error::{Error, Result};
 use super::inode::Body;
 use super::record::Record;
 use super::state::Mode;
-use crate::dax::{self, Failure};
+use crate::dax::{self, Failure, PageState};
 use crate::types::{FileBlock, Ino, Pfn};
 
 /// Most pages one injection may fail.
@@ -122,7 +122,14 @@ impl Core {
         self.st
             .pages
             .bad_pages()
-            .map(|pfn| BadPage { pfn, owners: self.st.rmap.owners(pfn, 1).iter().map(|o| (o.ino, o.index)).collect() })
+            .map(|pfn| {
+                let owners = match self.st.pages.state(pfn) {
+                    PageState::Free => Vec::new(),
+                    PageState::Owned { mapping, index } => vec![(mapping, index)],
+                    PageState::Shared { .. } => self.st.rmap.owners(pfn, 1).iter().map(|o| (o.ino, o.index)).collect(),
+                };
+                BadPage { pfn, owners }
+            })
             .collect()
     }
 

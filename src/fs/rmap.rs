@@ -1,5 +1,7 @@
-//! The reverse map: arena page -> every `(inode, file block)` that maps it, the
-//! analogue of XFS's rmap btree that `xfs_dax_notify_failure` walks.
+//! The reverse map: shared arena page -> every `(inode, file block)` that maps it, the
+//! analogue of XFS's rmap btree that `xfs_dax_notify_failure` walks. Only shared pages
+//! are in it: a page with one owner names it in the page table, as fs/dax.c keeps a
+//! mapping and index for it, so the holder is asked about shared pages alone.
 //!
 //! Kept as disjoint page segments, each with the owners of all its pages (an owner is
 //! stored with the file block of the segment's first page). Segments split where an

@@ -36,6 +36,7 @@ pub struct State {
     pub pages: PageTable,
     pub alloc: Allocator,
     pub next_ino: u64,
+    /// The owners of every shared page (see `rmap`).
     pub rmap: Rmap,
     /// File blocks whose page failed: they read EIO until a whole-page write.
     pub poison: BTreeSet<(Ino, FileBlock)>,
@@ -49,6 +50,31 @@ pub struct State {
 
 fn valid_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// Groups sorted offsets into runs: (first, count).
+fn index_runs(offsets: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &i in offsets {
+        match out.last_mut() {
+            Some((s, n)) if *s + *n == i => *n += 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
+/// Groups (page, owner, block) in page order into runs of one owner on consecutive
+/// pages and blocks: (first page, count, (owner, first block)).
+fn owner_runs(v: &[(Pfn, Ino, FileBlock)]) -> Vec<(Pfn, u64, (Ino, FileBlock))> {
+    let mut out: Vec<(Pfn, u64, (Ino, FileBlock))> = Vec::new();
+    for &(p, ino, b) in v {
+        match out.last_mut() {
+            Some((s, n, (o, f))) if *o == ino && s.0 + *n == p.0 && f.0 + *n == b.0 => *n += 1,
+            _ => out.push((p, 1, (ino, b))),
+        }
+    }
+    out
 }
 
 impl State {
@@ -194,10 +220,28 @@ impl State {
             return Err(format!("map over mapped blocks of inode {ino}"));
         }
         m.insert(Extent { fblock, pfn, len });
+        // The reverse map names the owners of shared pages only; a page with one owner
+        // names it in the page table (fs/dax.c: mapping + index, or a share count). A
+        // page turning shared brings its first owner along.
+        let mut first_owners: Vec<(Pfn, Ino, FileBlock)> = Vec::new();
+        let mut now_shared = Vec::new();
         for i in 0..len {
-            pages.associate(pfn.plus(i), ino, fblock.plus(i), shared);
+            let p = pfn.plus(i);
+            let before = pages.state(p);
+            pages.associate(p, ino, fblock.plus(i), shared);
+            if pages.is_shared(p) {
+                if let PageState::Owned { mapping, index } = before {
+                    first_owners.push((p, mapping, index));
+                }
+                now_shared.push(i);
+            }
         }
-        self.rmap.add(pfn, len, ino, fblock);
+        for (p, n, (owner, index)) in owner_runs(&first_owners) {
+            self.rmap.add(p, n, owner, index);
+        }
+        for (i, n) in index_runs(&now_shared) {
+            self.rmap.add(pfn.plus(i), n, ino, fblock.plus(i));
+        }
         Ok(())
     }
 
@@ -212,7 +256,10 @@ impl State {
             self.poison.remove(&p);
         }
         for e in m.remove(fblock, len) {
-            self.rmap.remove(e.pfn, e.len, ino, e.fblock);
+            let shared: Vec<u64> = (0..e.len).filter(|i| self.pages.is_shared(e.pfn.plus(*i))).collect();
+            for (i, n) in index_runs(&shared) {
+                self.rmap.remove(e.pfn.plus(i), n, ino, e.fblock.plus(i));
+            }
             let mut run: Option<(Pfn, u64)> = None;
             for i in 0..e.len {
                 let p = e.pfn.plus(i);
@@ -372,12 +419,37 @@ impl State {
                 return Err(format!("inode {ino} has nlink {}, but {l} names", i.attr.nlink));
             }
         }
-        // The reverse map must say what the extent maps say, and the page table what
-        // the reverse map says, page by page (one sweep, no per-page table).
-        let extents =
-            self.inodes.iter().flat_map(|(ino, i)| i.extents().into_iter().flat_map(|m| m.iter()).map(|x| (*ino, x)));
-        self.rmap.check_extents(extents.map(|(ino, x)| (ino, x.pfn, x.len, x.fblock)))?;
+        // Every extent page: owned by exactly that block, or shared (and then in the
+        // reverse map, which must hold the shared parts of the extents and no more).
+        let mut owned_refs = 0;
+        let mut shared_parts = Vec::new();
+        for (ino, i) in &self.inodes {
+            for x in i.extents().into_iter().flat_map(|m| m.iter()) {
+                let mut shared = Vec::new();
+                for k in 0..x.len {
+                    match self.pages.state(x.pfn.plus(k)) {
+                        PageState::Owned { mapping, index } if mapping == *ino && index == x.fblock.plus(k) => {
+                            owned_refs += 1
+                        }
+                        PageState::Shared { .. } => shared.push(k),
+                        other => {
+                            return Err(format!(
+                                "inode {ino} block {} maps page {}, which the page table says is {other:?}",
+                                x.fblock.plus(k),
+                                x.pfn.plus(k)
+                            ));
+                        }
+                    }
+                }
+                shared_parts
+                    .extend(index_runs(&shared).into_iter().map(|(k, n)| (*ino, x.pfn.plus(k), n, x.fblock.plus(k))));
+            }
+        }
+        self.rmap.check_extents(shared_parts.into_iter())?;
+        // Page by page: a shared page has as many owners in the reverse map as its
+        // count says, no other page any; each owned page is some extent's.
         let mut used = 0;
+        let mut owned = 0;
         let mut segs = self.rmap.iter();
         let mut seg = segs.next();
         let mut free_runs = self.alloc.free_runs();
@@ -385,39 +457,43 @@ impl State {
         for p in self.geo.data_start.0..self.geo.pages_total {
             let pfn = Pfn(p);
             let mut owners: &[(Ino, u64)] = &[];
-            let mut start = p;
             while let Some((s, len, o)) = seg {
                 if s + len <= p {
                     seg = segs.next();
                     continue;
                 }
                 if s <= p {
-                    (owners, start) = (o, s);
+                    owners = o;
                 }
                 break;
             }
-            let ok = match (self.pages.state(pfn), owners) {
-                (PageState::Free, []) => true,
-                (PageState::Owned { mapping, index }, [(i, b)]) => mapping == *i && index.0 == b + (p - start),
-                (PageState::Shared { share }, r) => share == r.len() as u64,
-                _ => false,
+            let state = self.pages.state(pfn);
+            let ok = match state {
+                PageState::Free => owners.is_empty(),
+                PageState::Owned { .. } => {
+                    owned += 1;
+                    owners.is_empty()
+                }
+                PageState::Shared { share } => share == owners.len() as u64,
             };
             if !ok {
-                let refs: Vec<(Ino, u64)> = owners.iter().map(|&(i, b)| (i, b + (p - start))).collect();
                 return Err(format!(
-                    "page {pfn}: page table says {:?}, extent maps say {refs:?}",
-                    self.pages.state(pfn)
+                    "page {pfn}: page table says {state:?}, the reverse map has {} owners",
+                    owners.len()
                 ));
             }
             while free.is_some_and(|(s, n)| s + n <= p) {
                 free = free_runs.next();
             }
-            if !owners.is_empty() || self.pages.is_bad(pfn) {
+            if state != PageState::Free || self.pages.is_bad(pfn) {
                 used += 1;
                 if free.is_some_and(|(s, _)| s <= p) {
                     return Err(format!("page {pfn} is mapped or bad but free in the allocator"));
                 }
             }
+        }
+        if owned != owned_refs {
+            return Err(format!("{owned} pages are owned, but the extent maps use {owned_refs} of them"));
         }
         self.alloc.check()?;
         for &(ino, fblock) in &self.poison {
