@@ -22,8 +22,11 @@ use crate::fs::{Attr, Ctx, Dedupe, Error, Fs, Kind, SetAttr, SetTime, Timespec};
 use crate::types::{Ino, Pfn};
 
 /// How long the kernel may cache names and attributes. Every change to them passes
-/// through this mount, whose kernel side invalidates its own cache.
-const TTL: Duration = Duration::from_secs(1);
+/// through this mount, whose kernel side invalidates its own cache; the two it cannot
+/// see are invalidated too: atime (the kernel marks it stale after each read) and
+/// privileges daxlink drops (`invalidate_attr`). Long, then, as virtiofs's
+/// cache=always: an unlink or stat a second after a lookup needs no second lookup.
+const TTL: Duration = Duration::from_secs(60);
 /// Largest write request: 1 MiB, what `fs.fuse.max_pages_limit` allows.
 const MAX_WRITE: u32 = 1 << 20;
 
