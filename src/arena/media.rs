@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -26,6 +27,12 @@ pub trait Media: Send + Sync {
         self.read(off, &mut buf);
         f(&buf)
     }
+    /// Writes whole pages just allocated, which nobody reads yet. Media whose pages are
+    /// made on first touch can fill them without zeroing them first, as a store
+    /// through the mapping must (a fault, zeroes, then the bytes).
+    fn write_fresh(&self, off: u64, data: &[u8]) {
+        self.write(off, data)
+    }
     /// A hint that `[off, off + len)` is about to be written: media whose pages are
     /// made on first touch (a sparse pool file) make them now, in one call, rather
     /// than in one page fault each.
@@ -46,6 +53,8 @@ fn check_range(media_len: u64, off: u64, len: u64) {
 pub struct MmapMedia {
     map: MmapRaw,
     len: u64,
+    /// The mapped file, for `write_fresh`: its page cache is the mapping's.
+    file: File,
 }
 
 impl MmapMedia {
@@ -58,7 +67,7 @@ impl MmapMedia {
             o
         };
         let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
-        Ok(MmapMedia { map, len })
+        Ok(MmapMedia { map, len, file: file.try_clone()? })
     }
 }
 
@@ -93,6 +102,15 @@ impl Media for MmapMedia {
         // copies: a reader racing a writer sees old bytes, new ones or a mix (as
         // read(2) racing write(2) may), never another file's (`fs::readers`).
         f(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off as usize), len as usize) })
+    }
+    fn write_fresh(&self, off: u64, data: &[u8]) {
+        check_range(self.len, off, data.len() as u64);
+        // pwrite fills a whole page cache page without zeroing it first; the file is
+        // preallocated, so it cannot fail for space. Should it fail anyway, the
+        // mapping takes the bytes.
+        if self.file.write_all_at(data, off).is_err() {
+            self.write(off, data);
+        }
     }
     fn prepare_write(&self, off: u64, len: u64) {
         check_range(self.len, off, len);
@@ -148,5 +166,26 @@ impl Media for MemMedia {
     fn flush(&self, off: u64, len: u64) -> io::Result<()> {
         check_range(self.len(), off, len);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_fresh_and_the_mapping_see_the_same_bytes() {
+        let path = std::env::temp_dir().join(format!("daxlink-media-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        file.set_len(4 * 4096).unwrap();
+        let m = MmapMedia::new(&file, 4 * 4096, true).unwrap();
+        m.write(4096, &[1; 16]);
+        m.write_fresh(8192, &[7; 8192]);
+        let mut got = vec![0; 3 * 4096];
+        m.read(4096, &mut got);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&got[..16], &[1; 16]);
+        assert!(got[4096..].iter().all(|b| *b == 7), "a write_fresh store not seen through the mapping");
+        m.with_slice(8192, 4096, &mut |s| assert!(s.iter().all(|b| *b == 7)));
     }
 }

@@ -215,7 +215,6 @@ impl Core {
         let goal =
             first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo.data_start, |p| p.plus(1));
         let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
-        self.prepare_write(&allocated);
         let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut remap = Vec::with_capacity(fresh.len());
         let mut cow = Vec::new();
@@ -237,24 +236,33 @@ impl Core {
                 cow.push((b, np));
             }
         }
-        // Write the bytes: into the new page where there is one, else in place.
+        // Write the bytes: into the new page where there is one, else in place. Runs of
+        // whole fresh pages go in one `write_fresh` each.
         let m = self.extent_map(ino)?;
-        let mut targets = Vec::new();
+        let mut fresh_pages = remap.iter().peekable();
+        let mut run: Option<(u64, std::ops::Range<usize>)> = None;
         for b in first.0..=last.0 {
             let b = FileBlock(b);
-            let page = remap.iter().find(|(rb, _)| *rb == b).map(|(_, p)| *p).or_else(|| m.lookup(b));
-            if let Some(p) = page {
-                targets.push((b, p));
-            }
-        }
-        for (b, p) in targets {
+            let new = fresh_pages.next_if(|(rb, _)| *rb == b).map(|(_, p)| *p);
+            let Some(p) = new.or_else(|| m.lookup(b)) else { continue };
             let s = b.byte().max(off);
             let e = (b.byte() + PAGE_SIZE).min(off + len);
-            let at = p.offset().0 + (s - b.byte());
+            let (at, bytes) = (p.offset().0 + (s - b.byte()), (s - off) as usize..(e - off) as usize);
             match src {
-                Src::Bytes(d) => self.media.write(at, &d[(s - off) as usize..(e - off) as usize]),
+                Src::Bytes(_) if new.is_some() && e - s == PAGE_SIZE => match &mut run {
+                    Some((a, r)) if *a + r.len() as u64 == at && r.end == bytes.start => r.end = bytes.end,
+                    _ => {
+                        if let (Some((a, r)), Src::Bytes(d)) = (run.replace((at, bytes)), src) {
+                            self.media.write_fresh(a, &d[r]);
+                        }
+                    }
+                },
+                Src::Bytes(d) => self.media.write(at, &d[bytes]),
                 Src::Zeros(_) => self.media.fill(at, e - s, 0),
             }
+        }
+        if let (Some((a, r)), Src::Bytes(d)) = (run, src) {
+            self.media.write_fresh(a, &d[r]);
         }
         for (b, _, n) in runs(&cow) {
             tx.push(Record::Unmap { ino, fblock: b, len: n });
@@ -265,6 +273,7 @@ impl Core {
         Ok(allocated)
     }
 
+    /// Fresh pages about to be zeroed through the mapping (fallocate).
     fn prepare_write(&self, allocated: &[(Pfn, u64)]) {
         for &(p, n) in allocated {
             self.media.prepare_write(p.offset().0, n * PAGE_SIZE);
