@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use daxlink::arena::{Geometry, MemMedia};
 use daxlink::dax::PageState;
@@ -1866,4 +1866,82 @@ fn lock_free_reads_never_see_another_files_bytes() {
         assert!(reader.join().unwrap() > 0);
     });
     p.assert_consistent();
+}
+
+/// A media that holds the first write of `len` bytes after `arm` until `go`, telling
+/// `entered` when it is there: a write caught after the fs lock was dropped.
+struct GateMedia {
+    inner: MemMedia,
+    len: std::sync::atomic::AtomicUsize,
+    entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    go: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl daxlink::arena::Media for GateMedia {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read(&self, off: u64, buf: &mut [u8]) {
+        self.inner.read(off, buf)
+    }
+    fn write(&self, off: u64, data: &[u8]) {
+        if data.len() == self.len.load(std::sync::atomic::Ordering::SeqCst) {
+            self.len.store(0, std::sync::atomic::Ordering::SeqCst);
+            self.entered.lock().unwrap().take().unwrap().send(()).unwrap();
+            let go = self.go.lock().unwrap().take().unwrap();
+            go.recv().unwrap();
+        }
+        self.inner.write(off, data)
+    }
+    fn fill(&self, off: u64, len: u64, byte: u8) {
+        self.inner.fill(off, len, byte)
+    }
+    fn flush(&self, off: u64, len: u64) -> std::io::Result<()> {
+        self.inner.flush(off, len)
+    }
+}
+
+/// In-place writes copy after dropping the fs lock: a clone must wait for such a
+/// write to land, or the write would land in pages the clone shares by then.
+#[test]
+fn a_clone_waits_for_a_write_copying_without_the_lock() {
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    let len = 16 * PAGE as usize;
+    let (entered_tx, entered) = channel();
+    let (go, go_rx) = channel();
+    let media = Arc::new(GateMedia {
+        inner: MemMedia::new(32 * MIB),
+        len: 0.into(),
+        entered: Mutex::new(Some(entered_tx)),
+        go: Mutex::new(Some(go_rx)),
+    });
+    Fs::mkfs(&*media, ROOT, [5; 16]).unwrap();
+    let fs = Fs::open(media.clone(), Options::default()).unwrap();
+    let f = fs.mknod(ROOT, Ino::ROOT, b"f", libc::S_IFREG | 0o644, 0).unwrap().ino;
+    let c = fs.mknod(ROOT, Ino::ROOT, b"c", libc::S_IFREG | 0o644, 0).unwrap().ino;
+    fs.write(f, 0, &vec![1; len], false).unwrap();
+    media.len.store(len, std::sync::atomic::Ordering::SeqCst);
+    let fs = &fs;
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(fs.write(f, 0, &vec![2; len], false).unwrap(), len as u64));
+        entered.recv().unwrap();
+        let (done_tx, done) = channel();
+        s.spawn(move || {
+            fs.clone_range(f, 0, c, 0, 0).unwrap();
+            done_tx.send(()).unwrap();
+        });
+        // The clone must not finish while the write is held. (On a slow machine a
+        // broken clone might not finish within the wait either: the check can only
+        // miss a bug then, never fail a correct build.)
+        let early = done.recv_timeout(std::time::Duration::from_millis(300));
+        go.send(()).unwrap();
+        assert!(
+            matches!(early, Err(RecvTimeoutError::Timeout)),
+            "clone_range returned while a write was still copying"
+        );
+        done.recv().unwrap();
+    });
+    assert_eq!(fs.read(c, 0, len as u64).unwrap(), vec![2; len], "the clone took the whole write");
+    assert_eq!(fs.read(f, 0, len as u64).unwrap(), vec![2; len]);
+    fs.check().unwrap();
 }

@@ -100,7 +100,7 @@ impl Media for MmapMedia {
         // SAFETY: the range is inside the mapping, which outlives the call. Writers of
         // the same file bytes may store into it meanwhile, as they may while `read`
         // copies: a reader racing a writer sees old bytes, new ones or a mix (as
-        // read(2) racing write(2) may), never another file's (`fs::readers`).
+        // read(2) racing write(2) may), never another file's (`fs::copies`).
         f(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off as usize), len as usize) })
     }
     fn write_fresh(&self, off: u64, data: &[u8]) {

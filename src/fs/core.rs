@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::Ctx;
+use super::copies::Copies;
 use super::error::{Error, Result};
 use super::inode::{Attr, Body, Kind, Timespec};
 use super::journal::Journal;
-use super::readers::Readers;
 use super::record::{Record, decode_all, encode_all, records};
 use super::state::{Mode, State};
 use super::tx::Tx;
@@ -108,8 +108,8 @@ const INODE_COST: u64 = 128;
 pub struct Core {
     pub(super) media: Arc<dyn Media>,
     pub(super) st: State,
-    /// Readers copying file data without the lock (see `readers`).
-    pub(super) readers: Arc<Readers>,
+    /// Data copies made without the lock (see `copies`).
+    pub(super) copies: Arc<Copies>,
     journal: Journal,
     open: HashMap<Ino, u32>,
     /// Inodes whose attributes changed in memory only (timestamps of in-place writes,
@@ -161,7 +161,7 @@ impl Core {
         Ok(Core {
             media,
             st,
-            readers: Arc::default(),
+            copies: Arc::default(),
             journal,
             open: HashMap::new(),
             dirty: HashSet::new(),
@@ -243,8 +243,14 @@ impl Core {
     /// Everything logged is durable: pages freed since may be reused once no reader
     /// that might still copy from them is left.
     fn committed(&mut self) {
-        self.readers.synchronize();
+        self.copies.synchronize();
         self.st.committed();
+    }
+
+    /// Waits for the data copies made without the lock: a reflink operation shares or
+    /// compares pages, and no write may still be landing in them.
+    pub(super) fn settle_copies(&self) {
+        self.copies.synchronize();
     }
 
     pub(super) fn opts(&self) -> Options {

@@ -35,7 +35,7 @@ impl Src<'_> {
 /// The bytes of a read: `len` of them, zero but for `runs` of (offset in the read,
 /// arena offset, length). Carried out after the fs lock is dropped (see `Fs::read`);
 /// the pages stay the file's or at least unused until the reader is done
-/// (`Readers`).
+/// (`Copies`).
 #[derive(Debug, Default)]
 pub struct ReadPlan {
     len: usize,
@@ -57,6 +57,20 @@ impl ReadPlan {
         match self.runs.as_slice() {
             [(0, arena, n)] if *n == self.len => media.with_slice(*arena, *n as u64, f),
             _ => f(&self.read(media)),
+        }
+    }
+}
+
+/// Where an in-place write's bytes go: (arena offset, bytes of the request).
+#[derive(Debug)]
+pub struct WritePlan {
+    runs: Vec<(u64, std::ops::Range<usize>)>,
+}
+
+impl WritePlan {
+    pub fn write(&self, media: &dyn Media, data: &[u8]) {
+        for (at, r) in &self.runs {
+            media.write(*at, &data[r.clone()]);
         }
     }
 }
@@ -303,6 +317,42 @@ impl Core {
         let mut tx = Tx::new();
         let allocated = self.store(&mut tx, ino, size, Src::Zeros(PAGE_SIZE - tail))?;
         self.commit_store(tx, &allocated)
+    }
+
+    /// Plans a write that changes no metadata but times — inside EOF, every block on a
+    /// page the file alone owns (no COW, no poison) — and sets the times. None: the
+    /// write must run under the lock (`write`).
+    pub fn plan_in_place(&mut self, ino: Ino, off: u64, len: u64, append: bool) -> Result<Option<WritePlan>> {
+        self.writable()?;
+        let size = self.file_size(ino)?;
+        let off = if append { size } else { off };
+        if len == 0 || off.checked_add(len).is_none_or(|end| end > size) {
+            return Ok(None);
+        }
+        let (first, last) = (FileBlock::of(off), FileBlock::of(off + len - 1));
+        if self.first_poisoned(ino, first, last).is_some() {
+            return Ok(None);
+        }
+        let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+        let mut next = first;
+        for x in self.extent_map(ino)?.range(first, last.0 - first.0 + 1) {
+            if x.fblock != next || (0..x.len).any(|i| self.page_is_cow(x.pfn.plus(i))) {
+                return Ok(None);
+            }
+            next = x.end();
+            let s = x.fblock.byte().max(off);
+            let e = x.end().byte().min(off + len);
+            runs.push((x.pfn.offset().0 + (s - x.fblock.byte()), (s - off) as usize..(e - off) as usize));
+        }
+        if next.0 <= last.0 {
+            return Ok(None);
+        }
+        let now = Timespec::now();
+        let a = &mut self.st.inodes.get_mut(&ino).ok_or(Error::NotFound)?.attr;
+        a.mtime = now;
+        a.ctime = now;
+        self.touch(ino);
+        Ok(Some(WritePlan { runs }))
     }
 
     pub fn write(&mut self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64> {

@@ -2,8 +2,10 @@
 //! everything a FUSE request can do, a caller of `Fs` can do.
 //!
 //! Lock order: `Fs::core` is the only lock; a request holds it for its whole duration,
-//! but for a read's data copy, made after it (see `readers`).
+//! but for the data copy of a read or of an in-place write, made after it (see
+//! `copies`).
 
+mod copies;
 mod core;
 pub mod error;
 pub mod extent;
@@ -13,7 +15,6 @@ pub mod inode;
 pub mod journal;
 mod namespace;
 mod poison;
-mod readers;
 pub mod record;
 mod reflink;
 pub mod rmap;
@@ -23,10 +24,10 @@ mod xattr;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use self::copies::Pin;
 use self::core::Core;
 pub use self::core::{AtimeMode, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
 use self::file::ReadPlan;
-use self::readers::Pin;
 pub use error::{Error, Result};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::{DirEntry, DirFill};
@@ -100,12 +101,25 @@ impl Fs {
         Ok(())
     }
 
+    /// Writes at `off` (at the end of file when `append`); returns the bytes written. A
+    /// write inside EOF into pages the file alone owns copies without the lock.
+    pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64> {
+        let mut core = self.lock();
+        let Some(plan) = core.plan_in_place(ino, off, data.len() as u64, append)? else {
+            return core.write(ino, off, data, append);
+        };
+        let (media, _pin) = (core.media.clone(), core.copies.pin());
+        drop(core);
+        plan.write(&*media, data);
+        Ok(data.len() as u64)
+    }
+
     /// A read's plan, made under the lock, and the pin that keeps its pages from
     /// reuse while the caller copies without the lock.
     fn plan_read(&self, ino: Ino, off: u64, len: u64, whole: bool) -> Result<(ReadPlan, Arc<dyn Media>, Pin)> {
         let mut core = self.lock();
         let plan = core.read_plan(ino, off, len, whole)?;
-        Ok((plan, core.media.clone(), core.readers.pin()))
+        Ok((plan, core.media.clone(), core.copies.pin()))
     }
 
     delegate! {
@@ -132,8 +146,6 @@ impl Fs {
         /// Counts an open handle: an unlinked inode lives until its last `release`.
         fn open_inode(&self, ino: Ino) -> Result<()>;
         fn release(&self, ino: Ino) -> Result<()>;
-        /// Writes at `off` (at the end of file when `append`); returns the bytes written.
-        fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64>;
         fn fallocate(&self, ino: Ino, mode: i32, off: u64, len: u64) -> Result<()>;
         /// `SEEK_DATA` / `SEEK_HOLE`.
         fn seek(&self, ino: Ino, off: u64, whence: i32) -> Result<u64>;

@@ -146,6 +146,7 @@ impl Core {
     /// (`len == 0`: to the source's EOF). Returns the bytes cloned, which may be less
     /// than asked when `len` runs past the source's EOF or is not block-aligned.
     pub fn clone_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<u64> {
+        self.settle_copies();
         self.writable()?;
         let Some(r) = self.remap_prep(src, soff, dst, doff, len, false)? else {
             return Ok(0);
@@ -169,6 +170,7 @@ impl Core {
     /// FIDEDUPERANGE for one destination: shares the range only if its bytes are
     /// identical in both files.
     pub fn dedupe_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<Dedupe> {
+        self.settle_copies();
         self.writable()?;
         let Some(r) = self.remap_prep(src, soff, dst, doff, len.min(DEDUPE_MAX), true)? else {
             return Ok(Dedupe::Same { bytes: 0 });
@@ -190,6 +192,7 @@ impl Core {
     /// at the same place in a block, copies the unaligned head and tail (and everything,
     /// when they do not). Returns the bytes copied (0 at or past the source's EOF).
     pub fn copy_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<u64> {
+        self.settle_copies();
         self.writable()?;
         let size_in = self.regular_size(src)?;
         let size_out = self.regular_size(dst)?;
@@ -241,6 +244,7 @@ impl Core {
 
     /// Gives `ino` private copies of the shared pages in `[off, off + len)`.
     pub fn unshare(&mut self, ino: Ino, off: u64, len: u64) -> Result<()> {
+        self.settle_copies();
         self.writable()?;
         let size = self.regular_size(ino)?;
         let end = off.saturating_add(len).min(size.div_ceil(PAGE_SIZE) * PAGE_SIZE);

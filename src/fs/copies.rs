@@ -1,8 +1,8 @@
-//! Readers that copy file data after dropping the fs lock, and the wait that keeps
+//! Copies that copy file data after dropping the fs lock, and the wait that keeps
 //! the pages they copy from being reused under them (an RCU grace period in
 //! miniature). A reader pins the current epoch while it still holds the lock; a page
 //! freed since the last commit becomes free for reuse only after `synchronize`, which
-//! flips the epoch and waits for every reader pinned before the flip. Readers copy at
+//! flips the epoch and waits for every reader pinned before the flip. Copies copy at
 //! most a request (1 MiB), so the wait is short; it never needs the lock the waiter
 //! holds, so it cannot deadlock.
 
@@ -10,18 +10,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 #[derive(Default)]
-pub struct Readers {
+pub struct Copies {
     epoch: AtomicUsize,
     active: [AtomicUsize; 2],
 }
 
-/// A pinned reader; unpins when dropped.
+/// A pinned copier; unpins when dropped.
 pub struct Pin {
-    readers: Arc<Readers>,
+    copies: Arc<Copies>,
     slot: usize,
 }
 
-impl Readers {
+impl Copies {
     /// Pins the current epoch: call with the fs lock held, before dropping it.
     pub fn pin(self: &Arc<Self>) -> Pin {
         loop {
@@ -30,13 +30,13 @@ impl Readers {
             // A flip between the load and the increment: this pin might be missed by
             // the waiter, so retry in the new epoch.
             if self.epoch.load(SeqCst) & 1 == slot {
-                return Pin { readers: self.clone(), slot };
+                return Pin { copies: self.clone(), slot };
             }
             self.active[slot].fetch_sub(1, SeqCst);
         }
     }
 
-    /// Waits until every reader pinned before now has finished.
+    /// Waits until every copier pinned before now has finished.
     pub fn synchronize(&self) {
         let old = self.epoch.fetch_add(1, SeqCst) & 1;
         while self.active[old].load(SeqCst) != 0 {
@@ -47,7 +47,7 @@ impl Readers {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        self.readers.active[self.slot].fetch_sub(1, SeqCst);
+        self.copies.active[self.slot].fetch_sub(1, SeqCst);
     }
 }
 
@@ -57,8 +57,8 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     #[test]
-    fn synchronize_waits_for_earlier_readers_only() {
-        let r = Arc::new(Readers::default());
+    fn synchronize_waits_for_earlier_copiers_only() {
+        let r = Arc::new(Copies::default());
         let done = Arc::new(AtomicBool::new(false));
         let pin = r.pin();
         let (r2, done2) = (r.clone(), done.clone());
@@ -66,12 +66,12 @@ mod tests {
             r2.synchronize();
             done2.store(true, SeqCst);
         });
-        // A reader pinned after the flip must not hold the waiter up.
+        // A copier pinned after the flip must not hold the waiter up.
         while r.epoch.load(SeqCst) == 0 {
             std::thread::yield_now();
         }
         let later = r.pin();
-        assert!(!done.load(SeqCst), "synchronize returned while an earlier reader was active");
+        assert!(!done.load(SeqCst), "synchronize returned while an earlier copier was active");
         drop(pin);
         waiter.join().unwrap();
         assert!(done.load(SeqCst));
