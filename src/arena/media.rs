@@ -83,7 +83,10 @@ impl Media for MmapMedia {
     }
     fn write(&self, off: u64, data: &[u8]) {
         check_range(self.len, off, data.len() as u64);
-        // SAFETY: as in `read`; concurrent writers of one range are excluded by the fs lock.
+        // SAFETY: as in `read`. Stores into one file range may race (in-place writes
+        // copy without the fs lock, as write(2)s to one file may race); they only
+        // ever target pages of that file (`fs::copies`), so the bytes are a mix of the
+        // racing writes', never a fault.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(off as usize), data.len()) }
     }
     fn fill(&self, off: u64, len: u64, byte: u8) {

@@ -22,7 +22,8 @@ pub struct Pin {
 }
 
 impl Copies {
-    /// Pins the current epoch: call with the fs lock held, before dropping it.
+    /// Pins the current epoch: call with the fs lock held, before dropping it. (Both
+    /// `pin` and `synchronize` run under that lock, so no pin can miss two flips.)
     pub fn pin(self: &Arc<Self>) -> Pin {
         loop {
             let slot = self.epoch.load(SeqCst) & 1;

@@ -506,7 +506,7 @@ impl Filesystem for DaxFuse {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         _fh_in: FileHandle,
         offset_in: u64,
@@ -519,6 +519,9 @@ impl Filesystem for DaxFuse {
     ) {
         // The kernel caps a legacy COPY_FILE_RANGE at 0xfffff000 bytes; callers loop.
         let len = len.min(u32::MAX as u64 & !(crate::types::PAGE_SIZE - 1));
+        if let Err(e) = self.modified_kills_privs(req, ino(ino_out)) {
+            return reply.error(errno(e));
+        }
         match self.fs.copy_range(ino(ino_in), offset_in, ino(ino_out), offset_out, len) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
@@ -527,7 +530,7 @@ impl Filesystem for DaxFuse {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -535,7 +538,8 @@ impl Filesystem for DaxFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        Self::empty(self.fs.fallocate(ino(i), mode, offset, length), reply)
+        let r = self.modified_kills_privs(req, ino(i)).and_then(|()| self.fs.fallocate(ino(i), mode, offset, length));
+        Self::empty(r, reply)
     }
 
     fn lseek(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
@@ -570,9 +574,23 @@ impl DaxFuse {
         if !self.killpriv && !direct {
             return Ok(());
         }
-        let suid = flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || (!self.killpriv && req.uid() != 0);
+        self.drop_privs(i, flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || (!self.killpriv && req.uid() != 0))
+    }
+
+    /// What the kernel's `file_modified` leaves to us under HANDLE_KILLPRIV_V2 before a
+    /// copy_file_range or fallocate changes a file: it sends no flag, so a non-root
+    /// caller is taken for one without CAP_FSETID.
+    fn modified_kills_privs(&self, req: &Request, i: Ino) -> crate::fs::Result<()> {
+        if !self.killpriv {
+            return Ok(());
+        }
+        self.drop_privs(i, req.uid() != 0)
+    }
+
+    /// `Fs::kill_privs`, and the kernel's cached mode with the bits, which it would
+    /// otherwise show for TTL.
+    fn drop_privs(&self, i: Ino, suid: bool) -> crate::fs::Result<()> {
         if self.fs.kill_privs(i, suid)? {
-            // The kernel caches the mode for TTL and would still show the bits.
             self.invalidate_attr(i);
         }
         Ok(())
