@@ -39,14 +39,14 @@ impl Src<'_> {
 #[derive(Debug, Default)]
 pub struct ReadPlan {
     len: usize,
-    runs: Vec<(usize, u64, usize)>,
+    runs: Vec<ByteRun>,
 }
 
 impl ReadPlan {
     pub fn read(&self, media: &dyn Media) -> Vec<u8> {
         let mut buf = vec![0u8; self.len];
-        for &(at, arena, n) in &self.runs {
-            media.read(arena, &mut buf[at..at + n]);
+        for (arena, r) in &self.runs {
+            media.read(*arena, &mut buf[r.clone()]);
         }
         buf
     }
@@ -55,22 +55,32 @@ impl ReadPlan {
     /// (the common case: one extent), else from a buffer.
     pub fn with_bytes(&self, media: &dyn Media, f: &mut dyn FnMut(&[u8])) {
         match self.runs.as_slice() {
-            [(0, arena, n)] if *n == self.len => media.with_slice(*arena, *n as u64, f),
+            [(arena, r)] if r.start == 0 && r.end == self.len => media.with_slice(*arena, self.len as u64, f),
             _ => f(&self.read(media)),
         }
     }
 }
 
-/// Where an in-place write's bytes go: (arena offset, bytes of the request).
+/// Where an in-place write's bytes go.
 #[derive(Debug)]
 pub struct WritePlan {
-    runs: Vec<(u64, std::ops::Range<usize>)>,
+    runs: Vec<ByteRun>,
+}
+
+/// Bytes of a request on one extent: (arena offset, their offsets in the request).
+type ByteRun = (u64, std::ops::Range<usize>);
+
+/// Where the bytes `[off, end)` of a file meet extent `x` (which overlaps them).
+fn byte_run(x: &super::extent::Extent, off: u64, end: u64) -> ByteRun {
+    let s = x.fblock.byte().max(off);
+    let e = x.end().byte().min(end);
+    (x.pfn.offset().0 + (s - x.fblock.byte()), (s - off) as usize..(e - off) as usize)
 }
 
 impl WritePlan {
     pub fn write(&self, media: &dyn Media, data: &[u8]) {
-        for (at, r) in &self.runs {
-            media.write(*at, &data[r.clone()]);
+        for (arena, r) in &self.runs {
+            media.write(*arena, &data[r.clone()]);
         }
     }
 }
@@ -140,29 +150,22 @@ impl Core {
 
     /// Plans a read up to EOF and applies the atime policy; `whole`: all or EIO.
     pub fn read_plan(&mut self, ino: Ino, off: u64, len: u64, whole: bool) -> Result<ReadPlan> {
-        if whole {
-            // A read for a page cache. A short read would tell the kernel the file ends
-            // there; failing the whole request makes it retry page by page, so the
-            // caller still gets every byte before the failed page, then EIO.
-            let size = self.file_size(ino)?;
-            let end = off.saturating_add(len).min(size);
-            if end > off && self.first_poisoned(ino, FileBlock::of(off), FileBlock::of(end - 1)).is_some() {
-                return Err(Error::HwPoison);
-            }
-        }
-        let plan = self.plan_raw(ino, off, len)?;
+        let plan = self.plan_raw(ino, off, len, whole)?;
         self.note_access(ino);
         Ok(plan)
     }
 
     /// Reads up to EOF without touching atime.
     pub(super) fn read_raw(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
-        Ok(self.plan_raw(ino, off, len)?.read(&*self.media))
+        Ok(self.plan_raw(ino, off, len, false)?.read(&*self.media))
     }
 
     /// Where the bytes of a read up to EOF are; a read stops before a poisoned block
-    /// and fails if it starts in one.
-    fn plan_raw(&self, ino: Ino, off: u64, len: u64) -> Result<ReadPlan> {
+    /// and fails if it starts in one. `whole`, a read for a page cache, fails if any
+    /// of it is poisoned: a short read would tell the kernel the file ends there, while
+    /// a failed request makes it retry page by page, so the caller still gets every
+    /// byte before the failed page, then EIO.
+    fn plan_raw(&self, ino: Ino, off: u64, len: u64, whole: bool) -> Result<ReadPlan> {
         let size = self.file_size(ino)?;
         if off >= size || len == 0 {
             return Ok(ReadPlan::default());
@@ -170,18 +173,14 @@ impl Core {
         let mut end = off.saturating_add(len).min(size);
         let first = FileBlock::of(off);
         if let Some(p) = self.first_poisoned(ino, first, FileBlock::of(end - 1)) {
-            if p.byte() <= off {
+            if whole || p.byte() <= off {
                 return Err(Error::HwPoison);
             }
             end = p.byte();
         }
         let nblocks = FileBlock::of(end - 1).0 - first.0 + 1;
-        let runs = self.extent_map(ino)?.range(first, nblocks).into_iter().map(|x| {
-            let s = x.fblock.byte().max(off);
-            let e = x.end().byte().min(end);
-            ((s - off) as usize, x.pfn.offset().0 + (s - x.fblock.byte()), (e - s) as usize)
-        });
-        Ok(ReadPlan { len: (end - off) as usize, runs: runs.collect() })
+        let runs = self.extent_map(ino)?.range(first, nblocks).iter().map(|x| byte_run(x, off, end)).collect();
+        Ok(ReadPlan { len: (end - off) as usize, runs })
     }
 
     /// Gives `ino` its own copy of block `b` if another file shares its page.
@@ -333,25 +332,19 @@ impl Core {
         if self.first_poisoned(ino, first, last).is_some() {
             return Ok(None);
         }
-        let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+        let mut runs = Vec::new();
         let mut next = first;
         for x in self.extent_map(ino)?.range(first, last.0 - first.0 + 1) {
             if x.fblock != next || (0..x.len).any(|i| self.page_is_cow(x.pfn.plus(i))) {
                 return Ok(None);
             }
             next = x.end();
-            let s = x.fblock.byte().max(off);
-            let e = x.end().byte().min(off + len);
-            runs.push((x.pfn.offset().0 + (s - x.fblock.byte()), (s - off) as usize..(e - off) as usize));
+            runs.push(byte_run(&x, off, off + len));
         }
         if next.0 <= last.0 {
             return Ok(None);
         }
-        let now = Timespec::now();
-        let a = &mut self.st.inodes.get_mut(&ino).ok_or(Error::NotFound)?.attr;
-        a.mtime = now;
-        a.ctime = now;
-        self.touch(ino);
+        self.touch_mtime(ino);
         Ok(Some(WritePlan { runs }))
     }
 
@@ -379,12 +372,20 @@ impl Core {
             a.mtime = now;
             a.ctime = now;
             self.commit_store(tx, &allocated)?;
-        } else if let Some(i) = self.st.inodes.get_mut(&ino) {
+        } else {
+            self.touch_mtime(ino);
+        }
+        Ok(data.len() as u64)
+    }
+
+    /// A write that changed no metadata: its times are set in memory and logged lazily.
+    fn touch_mtime(&mut self, ino: Ino) {
+        let now = Timespec::now();
+        if let Some(i) = self.st.inodes.get_mut(&ino) {
             i.attr.mtime = now;
             i.attr.ctime = now;
             self.touch(ino);
         }
-        Ok(data.len() as u64)
     }
 
     pub(super) fn truncate(&mut self, ino: Ino, size: u64) -> Result<()> {
