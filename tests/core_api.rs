@@ -1329,15 +1329,15 @@ impl daxlink::arena::Media for Recorder {
     fn len(&self) -> u64 {
         self.inner.len()
     }
-    fn read(&self, off: u64, buf: &mut [u8]) {
+    fn read(&self, off: u64, buf: &mut [u8]) -> daxlink::arena::MediaResult {
         self.inner.read(off, buf)
     }
-    fn write(&self, off: u64, data: &[u8]) {
+    fn write(&self, off: u64, data: &[u8]) -> daxlink::arena::MediaResult {
         let op = self.op.load(std::sync::atomic::Ordering::Relaxed);
         self.stores.lock().unwrap().push((op, off, data.to_vec()));
         self.inner.write(off, data)
     }
-    fn fill(&self, off: u64, len: u64, byte: u8) {
+    fn fill(&self, off: u64, len: u64, byte: u8) -> daxlink::arena::MediaResult {
         let op = self.op.load(std::sync::atomic::Ordering::Relaxed);
         self.stores.lock().unwrap().push((op, off, vec![byte; len as usize]));
         self.inner.fill(off, len, byte)
@@ -1376,7 +1376,7 @@ impl daxlink::arena::Media for Overlay {
     fn len(&self) -> u64 {
         self.base.len() as u64
     }
-    fn read(&self, off: u64, buf: &mut [u8]) {
+    fn read(&self, off: u64, buf: &mut [u8]) -> daxlink::arena::MediaResult {
         let pages = self.pages.lock().unwrap();
         Overlay::each_page(off, buf.len() as u64, |page, ip, bp, n| {
             let src = match pages.get(&page) {
@@ -1385,16 +1385,19 @@ impl daxlink::arena::Media for Overlay {
             };
             buf[bp..bp + n].copy_from_slice(src);
         });
+        Ok(())
     }
-    fn write(&self, off: u64, data: &[u8]) {
+    fn write(&self, off: u64, data: &[u8]) -> daxlink::arena::MediaResult {
         let mut pages = self.pages.lock().unwrap();
         Overlay::each_page(off, data.len() as u64, |page, ip, bp, n| {
             self.page_mut(&mut pages, page)[ip..ip + n].copy_from_slice(&data[bp..bp + n]);
         });
+        Ok(())
     }
-    fn fill(&self, off: u64, len: u64, byte: u8) {
+    fn fill(&self, off: u64, len: u64, byte: u8) -> daxlink::arena::MediaResult {
         let mut pages = self.pages.lock().unwrap();
         Overlay::each_page(off, len, |page, ip, _, n| self.page_mut(&mut pages, page)[ip..ip + n].fill(byte));
+        Ok(())
     }
     fn flush(&self, _: u64, _: u64) -> std::io::Result<()> {
         Ok(())
@@ -1693,6 +1696,31 @@ fn record_history() -> History {
             }),
         ),
         ("rmdir", Box::new(move |fs| fs.rmdir(r, b"gone").unwrap())),
+        (
+            "zero a range of s/d/a",
+            Box::new(move |fs| fs.fallocate(file(fs, "s/d/a"), FALLOC_FL_ZERO_RANGE, 3000, 9000).unwrap()),
+        ),
+        (
+            "create z",
+            Box::new(move |fs| {
+                fs.mknod(ROOT, r, b"z", libc::S_IFREG | 0o644, 0).unwrap();
+            }),
+        ),
+        (
+            "write z",
+            Box::new(move |fs| assert_eq!(fs.write(file(fs, "z"), 0, &pattern(10, 9000), false).unwrap(), 9000)),
+        ),
+        (
+            "write z past a hole",
+            Box::new(move |fs| assert_eq!(fs.write(file(fs, "z"), 30000, &pattern(11, 5000), false).unwrap(), 5000)),
+        ),
+        ("sync", Box::new(|fs| fs.sync().unwrap())),
+        (
+            "truncate z",
+            Box::new(move |fs| {
+                fs.setattr(file(fs, "z"), SetAttr { size: Some(7000), ..Default::default() }).map(drop).unwrap()
+            }),
+        ),
     ];
     // The big xattrs make the 4 MiB log fill up: checkpoints happen inside these ops.
     let fill: Vec<(&str, Op)> = (0..80u8)
@@ -1801,7 +1829,7 @@ fn power_loss_after_any_store_recovers_a_prefix_of_the_history() {
                 None => true,
             };
             if keep_it && !d.is_empty() {
-                daxlink::arena::Media::write(&image, *o, d);
+                daxlink::arena::Media::write(&image, *o, d).unwrap();
             }
         }
         let what = format!("power loss after store {k}, keeping {what} ({} pending)", pending.len());
@@ -1881,10 +1909,10 @@ impl daxlink::arena::Media for GateMedia {
     fn len(&self) -> u64 {
         self.inner.len()
     }
-    fn read(&self, off: u64, buf: &mut [u8]) {
+    fn read(&self, off: u64, buf: &mut [u8]) -> daxlink::arena::MediaResult {
         self.inner.read(off, buf)
     }
-    fn write(&self, off: u64, data: &[u8]) {
+    fn write(&self, off: u64, data: &[u8]) -> daxlink::arena::MediaResult {
         if data.len() == self.len.load(std::sync::atomic::Ordering::SeqCst) {
             self.len.store(0, std::sync::atomic::Ordering::SeqCst);
             self.entered.lock().unwrap().take().unwrap().send(()).unwrap();
@@ -1893,7 +1921,7 @@ impl daxlink::arena::Media for GateMedia {
         }
         self.inner.write(off, data)
     }
-    fn fill(&self, off: u64, len: u64, byte: u8) {
+    fn fill(&self, off: u64, len: u64, byte: u8) -> daxlink::arena::MediaResult {
         self.inner.fill(off, len, byte)
     }
     fn flush(&self, off: u64, len: u64) -> std::io::Result<()> {

@@ -17,7 +17,7 @@ const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 fn append_raw(m: &dyn Media, recs: &[Record]) {
     let geo = Geometry::read(m).unwrap();
     let mut j = Journal::recover(m, &geo).unwrap().journal;
-    j.append(m, &encode_all(recs), 0);
+    j.append(m, &encode_all(recs), 0).unwrap();
 }
 
 fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {

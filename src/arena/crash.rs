@@ -6,7 +6,7 @@
 use std::io;
 use std::sync::Mutex;
 
-use super::media::Media;
+use super::media::{Media, MediaResult};
 
 /// What a crash does to the stores no flush has covered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,17 +109,20 @@ impl Media for CrashMedia {
         self.lock().current.len() as u64
     }
 
-    fn read(&self, off: u64, buf: &mut [u8]) {
+    fn read(&self, off: u64, buf: &mut [u8]) -> MediaResult {
         let s = self.lock();
         buf.copy_from_slice(&s.current[off as usize..off as usize + buf.len()]);
+        Ok(())
     }
 
-    fn write(&self, off: u64, data: &[u8]) {
+    fn write(&self, off: u64, data: &[u8]) -> MediaResult {
         self.store(off, data.to_vec());
+        Ok(())
     }
 
-    fn fill(&self, off: u64, len: u64, byte: u8) {
+    fn fill(&self, off: u64, len: u64, byte: u8) -> MediaResult {
         self.store(off, vec![byte; len as usize]);
+        Ok(())
     }
 
     /// Makes the part of every pending store inside `[off, off + len)` durable; the
@@ -160,21 +163,21 @@ mod tests {
     #[test]
     fn unflushed_stores_are_lost_and_flushed_ones_kept() {
         let m = CrashMedia::new(vec![0; 64]);
-        m.write(0, &[1; 8]);
+        m.write(0, &[1; 8]).unwrap();
         m.flush(0, 8).unwrap();
-        m.write(8, &[2; 8]);
+        m.write(8, &[2; 8]).unwrap();
         let img = m.crash(Crash::DropAll);
         assert_eq!(&img[..8], &[1; 8]);
         assert_eq!(&img[8..16], &[0; 8]);
         let mut buf = [0u8; 8];
-        m.read(8, &mut buf);
+        m.read(8, &mut buf).unwrap();
         assert_eq!(buf, [2; 8], "the running side sees its own stores");
     }
 
     #[test]
     fn a_range_flush_keeps_the_rest_of_a_store_pending() {
         let m = CrashMedia::new(vec![0; 32]);
-        m.write(0, &[7; 32]);
+        m.write(0, &[7; 32]).unwrap();
         m.flush(8, 8).unwrap();
         let img = m.crash(Crash::DropAll);
         assert_eq!(&img[..8], &[0; 8]);
@@ -185,8 +188,8 @@ mod tests {
     #[test]
     fn subsets_and_tears() {
         let m = CrashMedia::new(vec![0; 32]);
-        m.write(0, &[1; 8]);
-        m.write(8, &[2; 16]);
+        m.write(0, &[1; 8]).unwrap();
+        m.write(8, &[2; 16]).unwrap();
         assert_eq!(&m.crash(Crash::Keep(0b10))[..24], [[0u8; 8].as_slice(), &[2; 16]].concat());
         let torn = m.crash(Crash::TearLast(1));
         assert_eq!(&torn[..24], [[1u8; 8].as_slice(), &[2; 8], &[0; 8]].concat());
@@ -198,7 +201,7 @@ mod tests {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         m.set_hook(Box::new(move |durable, pending| s2.lock().unwrap().push((durable[0], pending.len()))));
-        m.write(0, &[5; 4]);
+        m.write(0, &[5; 4]).unwrap();
         m.flush(0, 16).unwrap();
         m.flush(0, 16).unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![(0, 1), (5, 0)]);

@@ -168,14 +168,15 @@ impl Geometry {
             )));
         }
         let mut sb = vec![0u8; SB_LEN];
-        media.read(0, &mut sb);
+        media.read(0, &mut sb).map_err(|e| LayoutError(format!("cannot read the superblock: {e}")))?;
         Geometry::decode(&sb, media.len())
     }
 
     /// Writes the superblock (mkfs only) and makes it durable.
     pub fn write(&self, media: &dyn Media) -> std::io::Result<()> {
-        media.fill(0, PAGE_SIZE, 0);
-        media.write(0, &self.encode());
+        let failed = |e| std::io::Error::other(e);
+        media.fill(0, PAGE_SIZE, 0).map_err(failed)?;
+        media.write(0, &self.encode()).map_err(failed)?;
         media.flush(0, PAGE_SIZE)
     }
 }

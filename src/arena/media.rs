@@ -1,43 +1,76 @@
 //! The byte-addressable media under the arena: an mmapped pool file or device, or
 //! memory for tests. Offsets handed to a `Media` are computed from a validated
-//! geometry, so an out-of-range access is a bug in daxlink, not bad input.
+//! geometry, so an out-of-range access is a bug in daxlink, not bad input. A page of
+//! the media may fail at any time (a memory error, or a pool file cut short): every
+//! access says so with a `MediaError` instead of dying, and the filesystem fails the
+//! page (`fs::Fs`).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::fault;
+use crate::types::{PAGE_SIZE, Pfn};
+
+/// A failed access, or a failure reported without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaError {
+    /// A memory error in `[off, off + len)` (whole pages).
+    Failed { off: u64, len: u64 },
+    /// The media ends at `len` bytes now (the pool file shrank): every page from the
+    /// one holding `len` on is gone.
+    Shrunk { len: u64 },
+}
+
+impl MediaError {
+    /// The first failed page and how many pages failed, of a media of `pages` pages.
+    pub fn pages(&self, pages: u64) -> (Pfn, u64) {
+        let (first, end) = match *self {
+            MediaError::Failed { off, len } => (off / PAGE_SIZE, (off + len.max(1)).div_ceil(PAGE_SIZE)),
+            MediaError::Shrunk { len } => (len / PAGE_SIZE, pages),
+        };
+        let first = first.min(pages);
+        (Pfn(first), end.min(pages) - first)
+    }
+}
+
+impl std::fmt::Display for MediaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaError::Failed { off, len } => write!(f, "memory error in pool bytes [{off}, +{len})"),
+            MediaError::Shrunk { len } => write!(f, "the pool file was cut to {len} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for MediaError {}
+
+pub type MediaResult = Result<(), MediaError>;
+
 pub trait Media: Send + Sync {
-    /// Size in bytes.
+    /// Size in bytes, as mapped.
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn read(&self, off: u64, buf: &mut [u8]);
-    fn write(&self, off: u64, data: &[u8]);
-    fn fill(&self, off: u64, len: u64, byte: u8);
+    fn read(&self, off: u64, buf: &mut [u8]) -> MediaResult;
+    fn write(&self, off: u64, data: &[u8]) -> MediaResult;
+    fn fill(&self, off: u64, len: u64, byte: u8) -> MediaResult;
     /// Makes every store to `[off, off + len)` durable.
     fn flush(&self, off: u64, len: u64) -> io::Result<()>;
-    /// Calls `f` with the bytes of `[off, off + len)`: in place where the media can
-    /// lend them, else copied.
-    fn with_slice(&self, off: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
-        let mut buf = vec![0u8; len as usize];
-        self.read(off, &mut buf);
-        f(&buf)
-    }
-    /// Writes whole pages just allocated, which nobody reads yet. Media whose pages are
-    /// made on first touch can fill them without zeroing them first, as a store
-    /// through the mapping must (a fault, zeroes, then the bytes).
-    fn write_fresh(&self, off: u64, data: &[u8]) {
-        self.write(off, data)
-    }
     /// A hint that `[off, off + len)` is about to be written: media whose pages are
     /// made on first touch (a sparse pool file) make them now, in one call, rather
     /// than in one page fault each.
     fn prepare_write(&self, off: u64, len: u64) {
         let _ = (off, len);
+    }
+    /// Failures reported since the last call without an access meeting them (the
+    /// kernel's early `SIGBUS`); `fault::wait` blocks until one may be there.
+    fn take_failures(&self) -> Vec<MediaError> {
+        Vec::new()
     }
 }
 
@@ -49,25 +82,57 @@ fn check_range(media_len: u64, off: u64, len: u64) {
 }
 
 /// A pool file or device mapped shared: stores reach the page cache (or the pmem)
-/// directly, `flush` is `msync`.
+/// directly, `flush` is `msync`. Every load and store goes through `fault::copy` or
+/// `fault::fill`, so a failed page is an error, not a dead process, and no Rust
+/// reference ever covers mapped bytes that another thread may store into.
 pub struct MmapMedia {
     map: MmapRaw,
     len: u64,
-    /// The mapped file, for `write_fresh`: its page cache is the mapping's.
+    /// The mapped file: its size tells a vanished page from a memory error.
     file: File,
+    /// The fault handler's slot for this mapping.
+    region: Option<usize>,
 }
 
 impl MmapMedia {
     /// Maps `len` bytes of `file`, writable or read-only (a read-only pool is never
     /// written: the core refuses every change first).
     pub fn new(file: &File, len: u64, writable: bool) -> io::Result<Self> {
+        fault::install()?;
         let opts = {
             let mut o = MmapOptions::new();
             o.len(len as usize);
             o
         };
         let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
-        Ok(MmapMedia { map, len, file: file.try_clone()? })
+        let region = fault::register(map.as_ptr() as usize, len as usize);
+        if region.is_none() {
+            log::warn!("too many pools mapped: early memory-failure reports for this one are ignored");
+        }
+        Ok(MmapMedia { map, len, file: file.try_clone()?, region })
+    }
+
+    /// What a fault at mapped address `addr` means: past the file's end now, the file
+    /// shrank; else the page failed.
+    fn fault(&self, addr: usize) -> MediaError {
+        let off = (addr - self.map.as_ptr() as usize) as u64;
+        match self.file.metadata() {
+            Ok(m) if m.len() <= off => MediaError::Shrunk { len: m.len() },
+            _ => MediaError::Failed { off: off / PAGE_SIZE * PAGE_SIZE, len: PAGE_SIZE },
+        }
+    }
+
+    fn at(&self, off: u64) -> *mut u8 {
+        // SAFETY: callers check that `off` is inside the mapping first.
+        unsafe { self.map.as_mut_ptr().add(off as usize) }
+    }
+}
+
+impl Drop for MmapMedia {
+    fn drop(&mut self) {
+        if let Some(r) = self.region {
+            fault::unregister(r);
+        }
     }
 }
 
@@ -75,100 +140,145 @@ impl Media for MmapMedia {
     fn len(&self) -> u64 {
         self.len
     }
-    fn read(&self, off: u64, buf: &mut [u8]) {
+    fn read(&self, off: u64, buf: &mut [u8]) -> MediaResult {
         check_range(self.len, off, buf.len() as u64);
-        // SAFETY: the range is inside the mapping (checked above), the mapping lives as
-        // long as `self`, and `buf` cannot alias the mapping.
-        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off as usize), buf.as_mut_ptr(), buf.len()) }
+        // SAFETY: the range is inside the mapping (checked above), which lives as long
+        // as `self`; `buf` cannot alias it. Stores by other threads into the range
+        // (racing writes of the same file bytes, as write(2) may race read(2)) meet
+        // no reference: the copy is raw.
+        unsafe { fault::copy(buf.as_mut_ptr(), self.at(off), buf.len()) }.map_err(|a| self.fault(a))
     }
-    fn write(&self, off: u64, data: &[u8]) {
+    fn write(&self, off: u64, data: &[u8]) -> MediaResult {
         check_range(self.len, off, data.len() as u64);
-        // SAFETY: as in `read`. Stores into one file range may race (in-place writes
-        // copy without the fs lock, as write(2)s to one file may race); they only
-        // ever target pages of that file (`fs::copies`), so the bytes are a mix of the
-        // racing writes', never a fault.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(off as usize), data.len()) }
+        // SAFETY: as in `read`; stores racing into one range leave a mix of the racing
+        // writes' bytes (they only ever target pages of one file: `fs::copies`).
+        unsafe { fault::copy(self.at(off), data.as_ptr(), data.len()) }.map_err(|a| self.fault(a))
     }
-    fn fill(&self, off: u64, len: u64, byte: u8) {
+    fn fill(&self, off: u64, len: u64, byte: u8) -> MediaResult {
         check_range(self.len, off, len);
         // SAFETY: as in `write`.
-        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(off as usize), byte, len as usize) }
+        unsafe { fault::fill(self.at(off), byte, len as usize) }.map_err(|a| self.fault(a))
     }
     fn flush(&self, off: u64, len: u64) -> io::Result<()> {
         check_range(self.len, off, len);
         self.map.flush_range(off as usize, len as usize)
     }
-    fn with_slice(&self, off: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
-        check_range(self.len, off, len);
-        // SAFETY: the range is inside the mapping, which outlives the call. Writers of
-        // the same file bytes may store into it meanwhile, as they may while `read`
-        // copies: a reader racing a writer sees old bytes, new ones or a mix (as
-        // read(2) racing write(2) may), never another file's (`fs::copies`).
-        f(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off as usize), len as usize) })
-    }
-    fn write_fresh(&self, off: u64, data: &[u8]) {
-        check_range(self.len, off, data.len() as u64);
-        // pwrite fills a whole page cache page without zeroing it first; the file is
-        // preallocated, so it cannot fail for space. Should it fail anyway, the
-        // mapping takes the bytes.
-        if self.file.write_all_at(data, off).is_err() {
-            self.write(off, data);
-        }
-    }
     fn prepare_write(&self, off: u64, len: u64) {
         check_range(self.len, off, len);
-        // Page-aligned: arena pages are. Failure (a kernel before 5.14, or no memory
-        // now) only means the faults happen one by one, as without the hint.
+        // Page-aligned: arena pages are. Failure (a kernel before 5.14, no memory now,
+        // or pages past a shrunk file's end) only means the faults happen one by one,
+        // as without the hint, and the stores then report what is gone.
         // SAFETY: the range is inside the mapping; MADV_POPULATE_WRITE changes no bytes.
         unsafe {
-            libc::madvise(self.map.as_mut_ptr().add(off as usize).cast(), len as usize, libc::MADV_POPULATE_WRITE);
+            libc::madvise(self.at(off).cast(), len as usize, libc::MADV_POPULATE_WRITE);
         }
+    }
+    fn take_failures(&self) -> Vec<MediaError> {
+        let base = self.map.as_ptr() as usize;
+        let (reports, lost) = fault::take(base, self.len as usize);
+        if lost > 0 {
+            log::error!("{lost} memory-failure report(s) were lost: too many arrived at once");
+        }
+        reports
+            .into_iter()
+            .map(|r| match self.fault(r.addr) {
+                MediaError::Failed { off, .. } => MediaError::Failed { off, len: r.len as u64 },
+                shrunk => shrunk,
+            })
+            .collect()
     }
 }
 
-/// Media in memory, for fast tests and examples.
+/// Media in memory, for fast tests and examples. Pages can be made to fail (`fail`),
+/// the media cut short (`cut`), and failures reported as the kernel would (`report`).
 pub struct MemMedia {
-    bytes: Mutex<Vec<u8>>,
+    inner: Mutex<MemInner>,
+}
+
+struct MemInner {
+    bytes: Vec<u8>,
+    /// Page numbers whose accesses fail.
+    failed: BTreeSet<u64>,
+    /// Accesses at or past this offset fail as on a shrunk pool file.
+    end: u64,
+    reported: Vec<MediaError>,
 }
 
 impl MemMedia {
     pub fn new(len: u64) -> Self {
-        MemMedia { bytes: Mutex::new(vec![0; len as usize]) }
+        MemMedia::from_bytes(vec![0; len as usize])
     }
     /// A copy of the whole media, e.g. to reopen it as if after a crash.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.lock().clone()
+        self.lock().bytes.clone()
     }
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        MemMedia { bytes: Mutex::new(bytes) }
+        let end = bytes.len() as u64;
+        MemMedia { inner: Mutex::new(MemInner { bytes, failed: BTreeSet::new(), end, reported: Vec::new() }) }
     }
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.bytes.lock().unwrap_or_else(|e| e.into_inner())
+    /// Makes every access to the pages of `[off, off + len)` fail, as poisoned memory.
+    pub fn fail(&self, off: u64, len: u64) {
+        let mut m = self.lock();
+        m.failed.extend(off / PAGE_SIZE..(off + len).div_ceil(PAGE_SIZE));
+    }
+    /// Makes every access past `len` fail, as on a pool file cut to `len` bytes.
+    pub fn cut(&self, len: u64) {
+        self.lock().end = len;
+    }
+    /// Queues a failure for `take_failures`, as an early `SIGBUS` would.
+    pub fn report(&self, e: MediaError) {
+        self.lock().reported.push(e);
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl MemInner {
+    /// Checks `[off, off + len)` as the hardware would, first failed byte first.
+    fn access(&self, off: u64, len: u64) -> MediaResult {
+        check_range(self.bytes.len() as u64, off, len);
+        if len == 0 {
+            return Ok(());
+        }
+        let first_bad = self.failed.range(off / PAGE_SIZE..=(off + len - 1) / PAGE_SIZE).next();
+        let cut = (off + len > self.end).then(|| self.end.max(off));
+        match (first_bad.map(|p| p * PAGE_SIZE), cut) {
+            (Some(p), c) if c.is_none_or(|c| p < c) => Err(MediaError::Failed { off: p, len: PAGE_SIZE }),
+            (_, Some(_)) => Err(MediaError::Shrunk { len: self.end }),
+            _ => Ok(()),
+        }
     }
 }
 
 impl Media for MemMedia {
     fn len(&self) -> u64 {
-        self.lock().len() as u64
+        self.lock().bytes.len() as u64
     }
-    fn read(&self, off: u64, buf: &mut [u8]) {
-        let b = self.lock();
-        check_range(b.len() as u64, off, buf.len() as u64);
-        buf.copy_from_slice(&b[off as usize..off as usize + buf.len()]);
+    fn read(&self, off: u64, buf: &mut [u8]) -> MediaResult {
+        let m = self.lock();
+        m.access(off, buf.len() as u64)?;
+        buf.copy_from_slice(&m.bytes[off as usize..off as usize + buf.len()]);
+        Ok(())
     }
-    fn write(&self, off: u64, data: &[u8]) {
-        let mut b = self.lock();
-        check_range(b.len() as u64, off, data.len() as u64);
-        b[off as usize..off as usize + data.len()].copy_from_slice(data);
+    fn write(&self, off: u64, data: &[u8]) -> MediaResult {
+        let mut m = self.lock();
+        m.access(off, data.len() as u64)?;
+        m.bytes[off as usize..off as usize + data.len()].copy_from_slice(data);
+        Ok(())
     }
-    fn fill(&self, off: u64, len: u64, byte: u8) {
-        let mut b = self.lock();
-        check_range(b.len() as u64, off, len);
-        b[off as usize..(off + len) as usize].fill(byte);
+    fn fill(&self, off: u64, len: u64, byte: u8) -> MediaResult {
+        let mut m = self.lock();
+        m.access(off, len)?;
+        m.bytes[off as usize..(off + len) as usize].fill(byte);
+        Ok(())
     }
     fn flush(&self, off: u64, len: u64) -> io::Result<()> {
         check_range(self.len(), off, len);
         Ok(())
+    }
+    fn take_failures(&self) -> Vec<MediaError> {
+        std::mem::take(&mut self.lock().reported)
     }
 }
 
@@ -176,19 +286,40 @@ impl Media for MemMedia {
 mod tests {
     use super::*;
 
-    #[test]
-    fn write_fresh_and_the_mapping_see_the_same_bytes() {
-        let path = std::env::temp_dir().join(format!("daxlink-media-{}", std::process::id()));
+    fn pool_file(pages: u64) -> (std::path::PathBuf, File) {
+        let path = std::env::temp_dir().join(format!("daxlink-media-{}-{pages}", std::process::id()));
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
-        file.set_len(4 * 4096).unwrap();
-        let m = MmapMedia::new(&file, 4 * 4096, true).unwrap();
-        m.write(4096, &[1; 16]);
-        m.write_fresh(8192, &[7; 8192]);
-        let mut got = vec![0; 3 * 4096];
-        m.read(4096, &mut got);
+        file.set_len(pages * PAGE_SIZE).unwrap();
+        (path, file)
+    }
+
+    #[test]
+    fn a_shrunk_pool_file_is_reported_not_fatal() {
+        let (path, file) = pool_file(8);
+        let m = MmapMedia::new(&file, 8 * PAGE_SIZE, true).unwrap();
+        m.fill(0, 8 * PAGE_SIZE, 3).unwrap();
+        file.set_len(5 * PAGE_SIZE).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(&got[..16], &[1; 16]);
-        assert!(got[4096..].iter().all(|b| *b == 7), "a write_fresh store not seen through the mapping");
-        m.with_slice(8192, 4096, &mut |s| assert!(s.iter().all(|b| *b == 7)));
+        let mut buf = vec![0u8; 2 * PAGE_SIZE as usize];
+        assert_eq!(m.read(4 * PAGE_SIZE, &mut buf), Err(MediaError::Shrunk { len: 5 * PAGE_SIZE }));
+        assert_eq!(m.write(6 * PAGE_SIZE, &[1; 10]), Err(MediaError::Shrunk { len: 5 * PAGE_SIZE }));
+        m.read(3 * PAGE_SIZE, &mut buf).expect("pages below the cut still read");
+        assert!(buf.iter().all(|b| *b == 3));
+        assert_eq!(MediaError::Shrunk { len: 5 * PAGE_SIZE + 1 }.pages(8), (Pfn(5), 3));
+    }
+
+    #[test]
+    fn mem_media_fails_the_first_bad_page_of_an_access() {
+        let m = MemMedia::new(8 * PAGE_SIZE);
+        m.fail(3 * PAGE_SIZE + 5, 1);
+        m.cut(6 * PAGE_SIZE);
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        m.read(2 * PAGE_SIZE, &mut buf).unwrap();
+        assert_eq!(
+            m.fill(2 * PAGE_SIZE, 5 * PAGE_SIZE, 0),
+            Err(MediaError::Failed { off: 3 * PAGE_SIZE, len: PAGE_SIZE })
+        );
+        assert_eq!(m.write(5 * PAGE_SIZE, &[0; 5000]), Err(MediaError::Shrunk { len: 6 * PAGE_SIZE }));
+        assert_eq!(MediaError::Failed { off: 3 * PAGE_SIZE, len: PAGE_SIZE }.pages(8), (Pfn(3), 1));
     }
 }

@@ -3,11 +3,12 @@
 pub mod alloc;
 pub mod codec;
 pub mod crash;
+pub mod fault;
 pub mod layout;
 pub mod media;
 pub mod pool;
 
 pub use alloc::Allocator;
 pub use layout::{Geometry, LayoutError};
-pub use media::{Media, MemMedia, MmapMedia};
+pub use media::{Media, MediaError, MediaResult, MemMedia, MmapMedia};
 pub use pool::{Access, Pool};

@@ -44,7 +44,8 @@ pub fn memory_failure(pages: &mut PageTable, pfn: Pfn, count: u64, flags: u32, h
         f.holder_calls += 1;
         let len = (last.0 - first.0 + 1) * PAGE_SIZE;
         let found = holder.notify_failure(first.offset(), len, flags);
-        f.owners.extend(found.into_iter().filter(|o| f.failed.contains(&o.pfn)));
+        // `failed` is in page order: one binary search per owner.
+        f.owners.extend(found.into_iter().filter(|o| f.failed.binary_search(&o.pfn).is_ok()));
     }
     f.owners.sort();
     f.owners.dedup();

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 
 use super::Ctx;
 use super::copies::Copies;
@@ -13,7 +14,7 @@ use super::record::{Record, decode_all, encode_all, records};
 use super::state::{Mode, State};
 use super::tx::Tx;
 use crate::arena::{Geometry, Media};
-use crate::dax::PageState;
+use crate::dax::{Failure, PageState};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// When reads update atime.
@@ -118,6 +119,9 @@ pub struct Core {
     opts: Options,
     /// Why the filesystem stopped accepting changes, if it did.
     shutdown: Option<String>,
+    /// Where failures found by accesses go, to have the kernel's caches of the owners
+    /// dropped (`Fs::set_failure_sink`).
+    pub(super) failure_sink: Option<Sender<Failure>>,
 }
 
 impl Core {
@@ -167,6 +171,7 @@ impl Core {
             dirty: HashSet::new(),
             opts,
             shutdown: None,
+            failure_sink: None,
         })
     }
 
@@ -211,7 +216,7 @@ impl Core {
                 return Err(Error::NoSpace);
             }
         }
-        self.journal.append(&*self.media, &payload, growth);
+        self.journal.append(&*self.media, &payload, growth)?;
         for r in &recs {
             if let Record::SetInode(a) = r {
                 self.dirty.remove(&a.ino);
@@ -264,6 +269,10 @@ impl Core {
     /// Stops all changes, as XFS's forced shutdown does.
     pub(super) fn shut_down(&mut self, why: String) {
         self.shutdown.get_or_insert(why);
+    }
+
+    pub(super) fn is_shut_down(&self) -> bool {
+        self.shutdown.is_some()
     }
 
     /// Marks attributes changed in memory; they reach the log at the next sync.

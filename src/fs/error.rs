@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::arena::MediaError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     NotFound,
@@ -25,6 +27,8 @@ pub enum Error {
     TooManyLinks,
     /// The data lives on a failed arena page.
     HwPoison,
+    /// An access to the arena met a failed page; `Fs` fails the page and retries.
+    Media(MediaError),
     /// Media or metadata failure; the text says what.
     Io(String),
     /// The pool cannot be opened; the text says why, in one line.
@@ -56,7 +60,7 @@ impl Error {
             CrossDevice => libc::EXDEV,
             BadFile => libc::EBADF,
             TooManyLinks => libc::EMLINK,
-            HwPoison | Io(_) | Pool(_) => libc::EIO,
+            HwPoison | Media(_) | Io(_) | Pool(_) => libc::EIO,
         }
     }
 }
@@ -65,9 +69,16 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(s) | Error::Pool(s) => f.write_str(s),
+            Error::Media(e) => e.fmt(f),
             e => write!(f, "{}", std::io::Error::from_raw_os_error(e.errno())),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<MediaError> for Error {
+    fn from(e: MediaError) -> Error {
+        Error::Media(e)
+    }
+}

@@ -43,21 +43,12 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
-    pub fn read(&self, media: &dyn Media) -> Vec<u8> {
+    pub fn read(&self, media: &dyn Media) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; self.len];
         for (arena, r) in &self.runs {
-            media.read(*arena, &mut buf[r.clone()]);
+            media.read(*arena, &mut buf[r.clone()])?;
         }
-        buf
-    }
-
-    /// Hands the bytes to `f`: straight from the media when one run covers them all
-    /// (the common case: one extent), else from a buffer.
-    pub fn with_bytes(&self, media: &dyn Media, f: &mut dyn FnMut(&[u8])) {
-        match self.runs.as_slice() {
-            [(arena, r)] if r.start == 0 && r.end == self.len => media.with_slice(*arena, self.len as u64, f),
-            _ => f(&self.read(media)),
-        }
+        Ok(buf)
     }
 }
 
@@ -78,10 +69,11 @@ fn byte_run(x: &super::extent::Extent, off: u64, end: u64) -> ByteRun {
 }
 
 impl WritePlan {
-    pub fn write(&self, media: &dyn Media, data: &[u8]) {
+    pub fn write(&self, media: &dyn Media, data: &[u8]) -> Result<()> {
         for (arena, r) in &self.runs {
-            media.write(*arena, &data[r.clone()]);
+            media.write(*arena, &data[r.clone()])?;
         }
+        Ok(())
     }
 }
 
@@ -157,7 +149,7 @@ impl Core {
 
     /// Reads up to EOF without touching atime.
     pub(super) fn read_raw(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
-        Ok(self.plan_raw(ino, off, len, false)?.read(&*self.media))
+        self.plan_raw(ino, off, len, false)?.read(&*self.media)
     }
 
     /// Where the bytes of a read up to EOF are; a read stops before a poisoned block
@@ -192,7 +184,7 @@ impl Core {
             return Ok(());
         }
         let mut page = vec![0u8; PAGE_SIZE as usize];
-        self.media.read(p.offset().0, &mut page);
+        self.media.read(p.offset().0, &mut page)?;
         // Rewriting a whole page with its own bytes copies it and changes nothing else.
         let mut tx = Tx::new();
         let allocated = self.store(&mut tx, ino, b.byte(), Src::Bytes(&page))?;
@@ -228,20 +220,43 @@ impl Core {
         let goal =
             first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo.data_start, |p| p.plus(1));
         let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
+        self.prepare_write(&allocated);
+        match self.store_into(tx, ino, off, src, &fresh, &allocated) {
+            Ok(()) => Ok(allocated),
+            Err(e) => {
+                self.unalloc(&allocated);
+                Err(e)
+            }
+        }
+    }
+
+    /// `store`'s copies, into the `allocated` pages for the `fresh` blocks and in
+    /// place elsewhere.
+    fn store_into(
+        &mut self,
+        tx: &mut Tx,
+        ino: Ino,
+        off: u64,
+        src: Src,
+        fresh: &[(FileBlock, Option<Pfn>)],
+        allocated: &[(Pfn, u64)],
+    ) -> Result<()> {
+        let (len, first) = (src.len(), FileBlock::of(off));
+        let last = FileBlock::of(off + len - 1);
         let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut remap = Vec::with_capacity(fresh.len());
         let mut cow = Vec::new();
-        for &(b, old) in &fresh {
+        for &(b, old) in fresh {
             let np = pages.next().expect("allocated one page per block");
             let covered = b.byte() >= off && b.byte() + PAGE_SIZE <= off + len;
             if !covered {
                 match old {
                     Some(op) => {
                         let mut page = vec![0u8; PAGE_SIZE as usize];
-                        self.media.read(op.offset().0, &mut page);
-                        self.media.write(np.offset().0, &page);
+                        self.media.read(op.offset().0, &mut page)?;
+                        self.media.write(np.offset().0, &page)?;
                     }
-                    None => self.media.fill(np.offset().0, PAGE_SIZE, 0),
+                    None => self.media.fill(np.offset().0, PAGE_SIZE, 0)?,
                 }
             }
             remap.push((b, np));
@@ -249,11 +264,11 @@ impl Core {
                 cow.push((b, np));
             }
         }
-        // Write the bytes: into the new page where there is one, else in place. Runs of
-        // whole fresh pages go in one `write_fresh` each.
+        // Write the bytes: into the new page where there is one, else in place.
+        // Consecutive blocks on consecutive pages go in one store.
         let m = self.extent_map(ino)?;
         let mut fresh_pages = remap.iter().peekable();
-        let mut run: Option<(u64, std::ops::Range<usize>)> = None;
+        let mut run: Option<ByteRun> = None;
         for b in first.0..=last.0 {
             let b = FileBlock(b);
             let new = fresh_pages.next_if(|(rb, _)| *rb == b).map(|(_, p)| *p);
@@ -261,21 +276,17 @@ impl Core {
             let s = b.byte().max(off);
             let e = (b.byte() + PAGE_SIZE).min(off + len);
             let (at, bytes) = (p.offset().0 + (s - b.byte()), (s - off) as usize..(e - off) as usize);
-            match src {
-                Src::Bytes(_) if new.is_some() && e - s == PAGE_SIZE => match &mut run {
-                    Some((a, r)) if *a + r.len() as u64 == at && r.end == bytes.start => r.end = bytes.end,
-                    _ => {
-                        if let (Some((a, r)), Src::Bytes(d)) = (run.replace((at, bytes)), src) {
-                            self.media.write_fresh(a, &d[r]);
-                        }
+            match &mut run {
+                Some((a, r)) if *a + r.len() as u64 == at && r.end == bytes.start => r.end = bytes.end,
+                _ => {
+                    if let Some((a, r)) = run.replace((at, bytes)) {
+                        self.put(src, a, r)?;
                     }
-                },
-                Src::Bytes(d) => self.media.write(at, &d[bytes]),
-                Src::Zeros(_) => self.media.fill(at, e - s, 0),
+                }
             }
         }
-        if let (Some((a, r)), Src::Bytes(d)) = (run, src) {
-            self.media.write_fresh(a, &d[r]);
+        if let Some((a, r)) = run {
+            self.put(src, a, r)?;
         }
         for (b, _, n) in runs(&cow) {
             tx.push(Record::Unmap { ino, fblock: b, len: n });
@@ -283,10 +294,19 @@ impl Core {
         for (b, p, n) in runs(&remap) {
             tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
         }
-        Ok(allocated)
+        Ok(())
     }
 
-    /// Fresh pages about to be zeroed through the mapping (fallocate).
+    /// Stores the bytes `r` of `src` (zeros for `Src::Zeros`) at arena offset `at`.
+    fn put(&self, src: Src, at: u64, r: std::ops::Range<usize>) -> Result<()> {
+        match src {
+            Src::Bytes(d) => self.media.write(at, &d[r])?,
+            Src::Zeros(_) => self.media.fill(at, r.len() as u64, 0)?,
+        }
+        Ok(())
+    }
+
+    /// Fresh pages about to be written through the mapping.
     fn prepare_write(&self, allocated: &[(Pfn, u64)]) {
         for &(p, n) in allocated {
             self.media.prepare_write(p.offset().0, n * PAGE_SIZE);
@@ -435,8 +455,13 @@ impl Core {
         for (h, len) in holes {
             for i in 0..len {
                 let p = pages.next().expect("allocated one page per block");
-                self.media.fill(p.offset().0, PAGE_SIZE, 0);
                 pairs.push((h.plus(i), p));
+            }
+        }
+        for &(p, n) in &allocated {
+            if let Err(e) = self.media.fill(p.offset().0, n * PAGE_SIZE, 0) {
+                self.unalloc(&allocated);
+                return Err(e.into());
             }
         }
         for (b, p, n) in runs(&pairs) {

@@ -95,15 +95,16 @@ impl Journal {
     pub fn format(media: &dyn Media, geo: &Geometry, payload: &[u8]) -> Result<Journal> {
         let mut j = Journal::empty(geo);
         for off in j.cp_off {
-            media.fill(off, CP_HEADER, 0);
+            media.fill(off, CP_HEADER, 0)?;
         }
-        media.fill(j.log_off, TX_HEADER, 0);
+        media.fill(j.log_off, TX_HEADER, 0)?;
         j.checkpoint(media, payload)?;
         Ok(j)
     }
 
-    /// Appends a transaction (not yet durable: see `flush`).
-    pub fn append(&mut self, media: &dyn Media, payload: &[u8], growth: u64) {
+    /// Appends a transaction (not yet durable: see `flush`). A failed log page leaves
+    /// the log as it was: the header, written last, never lands.
+    pub fn append(&mut self, media: &dyn Media, payload: &[u8], growth: u64) -> Result<()> {
         let len = payload.len() as u64;
         debug_assert!(self.fits(len, growth));
         let mut h = Enc::new();
@@ -116,11 +117,12 @@ impl Journal {
         sum.update(payload);
         h.u32(sum.finalize());
         let at = self.log_off + self.head;
-        media.write(at + TX_HEADER, payload);
-        media.write(at, &h.buf);
+        media.write(at + TX_HEADER, payload)?;
+        media.write(at, &h.buf)?;
         self.head += align8(TX_HEADER + len);
         self.seq += 1;
         self.growth += growth;
+        Ok(())
     }
 
     /// Makes the log (and every store before it) durable.
@@ -147,8 +149,8 @@ impl Journal {
         sum.update(&h.buf[4..]);
         sum.update(payload);
         h.u32(sum.finalize());
-        media.write(off + CP_HEADER, payload);
-        media.write(off, &h.buf);
+        media.write(off + CP_HEADER, payload)?;
+        media.write(off, &h.buf)?;
         media.flush(off, CP_HEADER + len).map_err(|e| Error::Io(format!("flushing a checkpoint: {e}")))?;
         self.generation = generation;
         self.seq = 0;
@@ -160,7 +162,9 @@ impl Journal {
 
     fn read_slot(media: &dyn Media, off: u64, cp_len: u64) -> Slot {
         let mut h = vec![0u8; CP_HEADER as usize];
-        media.read(off, &mut h);
+        if let Err(e) = media.read(off, &mut h) {
+            return Slot::Invalid(format!("unreadable: {e}"));
+        }
         let mut d = Dec::new(&h);
         let (Ok(magic), Ok(generation), Ok(len), Ok(crc)) = (d.u32(), d.u64(), d.u64(), d.u32()) else {
             return Slot::Invalid("short header".into());
@@ -172,7 +176,9 @@ impl Journal {
             return Slot::Invalid(format!("length {len} exceeds the slot"));
         }
         let mut payload = vec![0u8; len as usize];
-        media.read(off + CP_HEADER, &mut payload);
+        if let Err(e) = media.read(off + CP_HEADER, &mut payload) {
+            return Slot::Invalid(format!("unreadable: {e}"));
+        }
         let mut sum = crc32fast::Hasher::new();
         sum.update(&h[4..CP_HEADER as usize - 4]);
         sum.update(&payload);
@@ -213,8 +219,9 @@ impl Journal {
                 break;
             }
             let at = j.log_off + j.head;
+            let unreadable = |e| Error::Pool(format!("the metadata log is unreadable: {e}; run daxlink fsck"));
             let mut h = vec![0u8; TX_HEADER as usize];
-            media.read(at, &mut h);
+            media.read(at, &mut h).map_err(unreadable)?;
             let mut d = Dec::new(&h);
             let (Ok(magic), Ok(len), Ok(tgen), Ok(seq), Ok(crc)) = (d.u32(), d.u32(), d.u64(), d.u64(), d.u32()) else {
                 break;
@@ -224,7 +231,7 @@ impl Journal {
                 break;
             }
             let mut payload = vec![0u8; len as usize];
-            media.read(at + TX_HEADER, &mut payload);
+            media.read(at + TX_HEADER, &mut payload).map_err(unreadable)?;
             let mut sum = crc32fast::Hasher::new();
             sum.update(&h[4..TX_HEADER as usize - 4]);
             sum.update(&payload);
@@ -265,8 +272,8 @@ mod tests {
     fn transactions_replay_in_order_after_the_checkpoint() {
         let (m, g) = setup();
         let mut j = Journal::format(&m, &g, b"cp1").unwrap();
-        j.append(&m, b"one", 3);
-        j.append(&m, b"two", 3);
+        j.append(&m, b"one", 3).unwrap();
+        j.append(&m, b"two", 3).unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.checkpoint, b"cp1");
         assert_eq!(r.transactions, vec![b"one".to_vec(), b"two".to_vec()]);
@@ -277,11 +284,11 @@ mod tests {
     fn replay_stops_at_a_torn_transaction() {
         let (m, g) = setup();
         let mut j = Journal::format(&m, &g, b"cp").unwrap();
-        j.append(&m, b"first", 5);
+        j.append(&m, b"first", 5).unwrap();
         let second_at = g.log_start.offset().0 + j.log_used();
-        j.append(&m, b"second", 6);
-        j.append(&m, b"third", 5);
-        m.write(second_at + TX_HEADER + 2, b"X");
+        j.append(&m, b"second", 6).unwrap();
+        j.append(&m, b"third", 5).unwrap();
+        m.write(second_at + TX_HEADER + 2, b"X").unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.transactions, vec![b"first".to_vec()]);
     }
@@ -290,7 +297,7 @@ mod tests {
     fn old_generation_records_are_ignored_after_a_checkpoint() {
         let (m, g) = setup();
         let mut j = Journal::format(&m, &g, b"cp1").unwrap();
-        j.append(&m, b"old", 3);
+        j.append(&m, b"old", 3).unwrap();
         j.checkpoint(&m, b"cp2").unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.checkpoint, b"cp2");
@@ -301,10 +308,10 @@ mod tests {
     fn damaged_newest_checkpoint_falls_back_to_the_older_slot() {
         let (m, g) = setup();
         let mut j = Journal::format(&m, &g, b"cp1").unwrap();
-        j.append(&m, b"tx", 2);
+        j.append(&m, b"tx", 2).unwrap();
         // A checkpoint torn half-way: header written, payload damaged.
         j.checkpoint(&m, b"cp2").unwrap();
-        m.write(g.cp_start[0].offset().0 + CP_HEADER, b"Z");
+        m.write(g.cp_start[0].offset().0 + CP_HEADER, b"Z").unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.checkpoint, b"cp1");
         assert_eq!(r.transactions, vec![b"tx".to_vec()], "the old log must still replay");
@@ -314,7 +321,7 @@ mod tests {
     fn both_checkpoints_damaged_is_an_error() {
         let (m, g) = setup();
         Journal::format(&m, &g, b"cp1").unwrap();
-        m.write(g.cp_start[1].offset().0, b"\0\0\0\0");
+        m.write(g.cp_start[1].offset().0, b"\0\0\0\0").unwrap();
         let e = Journal::recover(&m, &g).err().unwrap();
         assert!(e.to_string().contains("no valid checkpoint"), "{e}");
     }

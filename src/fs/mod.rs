@@ -4,6 +4,11 @@
 //! Lock order: `Fs::core` is the only lock; a request holds it for its whole duration,
 //! but for the data copy of a read or of an in-place write, made after it (see
 //! `copies`).
+//!
+//! Every access to the arena can meet a failed page (`arena::MediaError`). The core
+//! never handles that itself: the error travels up to `Fs`, which fails the page
+//! (`Core::media_failed`) and retries the request (`Fs::run`), so one mechanism turns
+//! every such access into the memory-failure outcome, whatever the operation.
 
 mod copies;
 mod core;
@@ -22,20 +27,19 @@ pub mod state;
 mod tx;
 mod xattr;
 
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use self::copies::Pin;
 use self::core::Core;
 pub use self::core::{AtimeMode, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
-use self::file::ReadPlan;
 pub use error::{Error, Result};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::{DirEntry, DirFill};
 pub use poison::{BadPage, FAILURE_MAX_PAGES};
 pub use reflink::{DEDUPE_MAX, Dedupe};
 
-use crate::arena::Media;
-use crate::dax::PageState;
+use crate::arena::{Media, MediaError};
+use crate::dax::{Failure, PageState};
 use crate::types::{Ino, Pfn};
 
 /// Who is asking: the ids new inodes get.
@@ -64,7 +68,18 @@ pub struct Fs {
     core: Mutex<Core>,
 }
 
+/// Rounds of failing a page and trying again before a request gives up with EIO.
+const MEDIA_RETRIES: usize = 8;
+
+/// Methods that lock the core and call its namesake: through `run` (which fails the
+/// pages an access met failed) for those that return a `Result`, plainly for the rest.
 macro_rules! delegate {
+    ($( $(#[$m:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> Result<$ret:ty>; )*) => {
+        $( $(#[$m])* pub fn $name(&self $(, $arg: $ty)*) -> Result<$ret> { self.run(|c| c.$name($($arg),*)) } )*
+    };
+}
+
+macro_rules! delegate_plain {
     ($( $(#[$m:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
         $( $(#[$m])* pub fn $name(&self $(, $arg: $ty)*) -> $ret { self.lock().$name($($arg),*) } )*
     };
@@ -86,40 +101,100 @@ impl Fs {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes up to EOF; a read running into a failed page stops before it.
-    pub fn read(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
-        let (plan, media, _pin) = self.plan_read(ino, off, len, false)?;
-        Ok(plan.read(&*media))
+    /// Runs `op` under the lock. An access that met a failed arena page fails the page
+    /// (every owner's block is poisoned, the bad page recorded) and runs `op` again,
+    /// which then meets the poison the way the kernel defines it: a whole-page write
+    /// moves the block to a fresh page, a partial write or a read of it gets EIO, and a
+    /// fresh page that failed is never allocated again. Each round fails at least one
+    /// page, or gives up with EIO.
+    fn run<T>(&self, mut op: impl FnMut(&mut Core) -> Result<T>) -> Result<T> {
+        let mut core = self.lock();
+        for _ in 0..MEDIA_RETRIES {
+            match op(&mut core) {
+                Err(Error::Media(e)) => {
+                    let found = core.media_failed(e);
+                    if found.failed.is_empty() && core.is_shut_down() {
+                        return Err(Error::HwPoison);
+                    }
+                }
+                r => return r,
+            }
+        }
+        Err(Error::HwPoison)
     }
 
-    /// Hands the bytes up to EOF to `f` (straight from the arena when they are one
-    /// extent); `whole`: all of the range, or EIO if any of it is on a failed page
-    /// (what the kernel's page cache needs).
-    pub fn read_with(&self, ino: Ino, off: u64, len: u64, whole: bool, f: &mut dyn FnMut(&[u8])) -> Result<()> {
-        let (plan, media, _pin) = self.plan_read(ino, off, len, whole)?;
-        plan.with_bytes(&*media, f);
-        Ok(())
+    /// Fails the pages of a media failure (one an access met outside the lock, or one
+    /// the kernel reported) and hands what was found to the failure sink.
+    fn media_failed(&self, e: MediaError) {
+        self.lock().media_failed(e);
+    }
+
+    /// Bytes up to EOF; a read running into a failed page stops before it.
+    pub fn read(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
+        self.read_inner(ino, off, len, false)
+    }
+
+    /// Bytes up to EOF, all of them or EIO if any is on a failed page (what the kernel's
+    /// page cache needs: a short read would tell it the file ends there).
+    pub fn read_whole(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
+        self.read_inner(ino, off, len, true)
+    }
+
+    /// Plans under the lock, copies without it; a copy that meets a failed page fails
+    /// it and plans again, and the new plan stops before the poison.
+    fn read_inner(&self, ino: Ino, off: u64, len: u64, whole: bool) -> Result<Vec<u8>> {
+        for _ in 0..MEDIA_RETRIES {
+            let (plan, media, pin) = {
+                let mut core = self.lock();
+                let plan = core.read_plan(ino, off, len, whole)?;
+                (plan, core.media.clone(), core.copies.pin())
+            };
+            match plan.read(&*media) {
+                Err(Error::Media(e)) => {
+                    drop(pin);
+                    self.media_failed(e);
+                }
+                r => return r,
+            }
+        }
+        Err(Error::HwPoison)
     }
 
     /// Writes at `off` (at the end of file when `append`); returns the bytes written. A
-    /// write inside EOF into pages the file alone owns copies without the lock.
+    /// write inside EOF into pages the file alone owns copies without the lock; if the
+    /// copy meets a failed page, the page is failed and the write runs again under the
+    /// lock (whole pages then move to fresh ones, partial ones fail with EIO).
     pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64> {
         let mut core = self.lock();
         let Some(plan) = core.plan_in_place(ino, off, data.len() as u64, append)? else {
-            return core.write(ino, off, data, append);
+            drop(core);
+            return self.run(|c| c.write(ino, off, data, append));
         };
-        let (media, _pin) = (core.media.clone(), core.copies.pin());
+        let (media, pin) = (core.media.clone(), core.copies.pin());
         drop(core);
-        plan.write(&*media, data);
-        Ok(data.len() as u64)
+        match plan.write(&*media, data) {
+            Err(Error::Media(e)) => {
+                drop(pin);
+                self.media_failed(e);
+                self.run(|c| c.write(ino, off, data, append))
+            }
+            r => r.map(|()| data.len() as u64),
+        }
     }
 
-    /// A read's plan, made under the lock, and the pin that keeps its pages from
-    /// reuse while the caller copies without the lock.
-    fn plan_read(&self, ino: Ino, off: u64, len: u64, whole: bool) -> Result<(ReadPlan, Arc<dyn Media>, Pin)> {
+    /// Gives every failure found by an access from now on to `sink` (the FUSE layer
+    /// drops the kernel's cached copies of the owners' pages).
+    pub fn set_failure_sink(&self, sink: Sender<Failure>) {
+        self.lock().failure_sink = Some(sink);
+    }
+
+    /// Fails the pages the media reported failed without an access meeting them (the
+    /// kernel's early `SIGBUS`); returns what was found. Each failure also goes to the
+    /// failure sink.
+    pub fn take_media_failures(&self) -> Vec<Failure> {
         let mut core = self.lock();
-        let plan = core.read_plan(ino, off, len, whole)?;
-        Ok((plan, core.media.clone(), core.copies.pin()))
+        let reported = core.media.take_failures();
+        reported.into_iter().map(|e| core.media_failed(e)).collect()
     }
 
     delegate! {
@@ -151,8 +226,6 @@ impl Fs {
         fn seek(&self, ino: Ino, off: u64, whence: i32) -> Result<u64>;
         /// Makes every change before it durable (fsync, fdatasync and syncfs alike).
         fn sync(&self) -> Result<()>;
-        fn statfs(&self) -> StatFs;
-        fn stats(&self) -> Stats;
         fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()>;
         fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>>;
         /// Names, each followed by a NUL, as listxattr(2) returns them.
@@ -167,18 +240,24 @@ impl Fs {
         /// Gives the file private copies of its shared pages in the range.
         fn unshare(&self, ino: Ino, off: u64, len: u64) -> Result<()>;
         fn extents(&self, ino: Ino) -> Result<Vec<Mapping>>;
-        /// Fails `count` arena pages from `pfn` (SPEC §4); returns what was found.
+        /// Fails `count` arena pages from `pfn`, as a machine check would; returns what
+        /// was found.
         fn memory_failure(&self, pfn: Pfn, count: u64) -> Result<crate::dax::Failure>;
+        fn page_state(&self, pfn: Pfn) -> Result<PageState>;
+        /// Whether the page failed (memory failure).
+        fn page_is_bad(&self, pfn: Pfn) -> Result<bool>;
+        /// Checkpoints and flushes: the clean-unmount path.
+        fn unmount(&self) -> Result<()>;
+    }
+
+    delegate_plain! {
+        fn statfs(&self) -> StatFs;
+        fn stats(&self) -> Stats;
         /// Every bad page and the file blocks still on it.
         fn bad_pages(&self) -> Vec<BadPage>;
         /// One path of `ino`, for messages.
         fn path_of(&self, ino: Ino) -> Option<String>;
-        fn page_state(&self, pfn: Pfn) -> Result<PageState>;
-        /// Whether the page failed (memory failure).
-        fn page_is_bad(&self, pfn: Pfn) -> Result<bool>;
         /// Checks every structure against every other (tests and fsck call it).
         fn check(&self) -> std::result::Result<(), String>;
-        /// Checkpoints and flushes: the clean-unmount path.
-        fn unmount(&self) -> Result<()>;
     }
 }

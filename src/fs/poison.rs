@@ -1,4 +1,4 @@
-//! Memory failure in the filesystem (SPEC §4): the dax layer finds the owners of a
+//! Memory failure in the filesystem: the dax layer finds the owners of a
 //! failed page; here every owner's file block is poisoned (reads fail with EIO until a
 //! whole-page write moves it to a fresh page), the failure is logged with the owners'
 //! paths, and the bad page and the poison are recorded in the pool.
@@ -13,11 +13,15 @@ use super::error::{Error, Result};
 use super::inode::Body;
 use super::record::Record;
 use super::state::Mode;
+use crate::arena::MediaError;
 use crate::dax::{self, Failure, PageState};
 use crate::types::{FileBlock, Ino, Pfn};
 
 /// Most pages one injection may fail.
 pub const FAILURE_MAX_PAGES: u64 = 1 << 16;
+
+/// Owners a failure's log line names by path; the rest are counted.
+const LOG_OWNERS: usize = 16;
 
 /// A bad page and the file blocks that still live on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,28 +47,57 @@ impl Core {
         Some(format!("/{}", parts.join("/")))
     }
 
-    /// Fails `count` arena pages from `pfn` (what a machine check would report).
+    /// Fails `count` arena pages from `pfn` (what a machine check would report): the
+    /// injection path, whose caller drops the kernel's caches of the owners.
     pub fn memory_failure(&mut self, pfn: Pfn, count: u64) -> Result<Failure> {
         let geo = self.st.geo;
         if count == 0 || count > FAILURE_MAX_PAGES || pfn.0.checked_add(count).is_none_or(|e| e > geo.pages_total) {
             return Err(Error::Invalid);
         }
-        if pfn < geo.data_start {
-            self.metadata_failure(pfn)?;
-            return Ok(Failure::default());
+        Ok(self.fail_pages(pfn, count))
+    }
+
+    /// Fails the pages an access found failed, or the kernel reported failed, and hands
+    /// what was found to the failure sink (no caller is there to drop the caches).
+    pub fn media_failed(&mut self, e: MediaError) -> Failure {
+        let (pfn, count) = e.pages(self.st.geo.pages_total);
+        log::error!("memory failure: {e}");
+        let f = self.fail_pages(pfn, count);
+        if let Some(sink) = self.failure_sink.as_ref().filter(|_| !f.owners.is_empty()) {
+            // A closed sink means nobody caches the files any more.
+            let _ = sink.send(f.clone());
+        }
+        f
+    }
+
+    /// Fails arena pages: metadata pages by the metadata rule, data pages through the
+    /// page table and the holder, poisoning every owner's block and recording it all
+    /// in the pool.
+    fn fail_pages(&mut self, pfn: Pfn, count: u64) -> Failure {
+        let geo = self.st.geo;
+        let end = pfn.0 + count;
+        if pfn < geo.data_start && count > 0 {
+            self.metadata_failure(pfn);
+        }
+        let first = pfn.max(geo.data_start);
+        if first.0 >= end {
+            return Failure::default();
         }
         let st = &mut self.st;
-        let f = dax::memory_failure(&mut st.pages, pfn, count, 0, &st.rmap);
+        let f = dax::memory_failure(&mut st.pages, first, end - first.0, 0, &st.rmap);
         let mut recs: Vec<Record> = f.failed.iter().map(|&pfn| Record::BadPage { pfn }).collect();
         let mut blocks: Vec<(Ino, FileBlock)> = f.owners.iter().map(|o| (o.ino, o.index)).collect();
         blocks.sort();
         blocks.dedup();
         recs.extend(blocks.iter().map(|&(ino, fblock)| Record::Poison { ino, fblock }));
         if let Err(e) = self.commit(recs.clone()) {
+            if let Error::Media(m) = e {
+                self.metadata_failure(m.pages(geo.pages_total).0);
+            }
             // Not recordable in the pool (read-only, or no log space): contain the damage
             // in memory all the same.
             log::error!(
-                "memory failure at pfn {pfn}: cannot record it in the pool ({e}); it will not survive a remount"
+                "memory failure at page {first}: cannot record it in the pool ({e}); it will not survive a remount"
             );
             for r in &recs {
                 if let Err(e) = self.st.apply(r, Mode::Live) {
@@ -72,27 +105,40 @@ impl Core {
                 }
             }
         }
-        for p in &f.failed {
-            let owners: Vec<String> = f
-                .owners
-                .iter()
-                .filter(|o| o.pfn == *p)
-                .map(|o| {
-                    let path = self.path_of(o.ino).unwrap_or_else(|| format!("<inode {}>", o.ino));
-                    format!("{path} at offset {}", o.index.byte())
-                })
-                .collect();
-            let via = if f.holder_calls > 0 && owners.len() > 1 { " (found by the holder)" } else { "" };
-            if owners.is_empty() {
-                log::error!("memory failure: page {p} failed; it held no file data");
-            } else {
-                log::error!("memory failure: page {p} failed{via}; owners: {}", owners.join(", "));
-            }
-        }
-        Ok(f)
+        self.log_failure(&f);
+        f
     }
 
-    fn metadata_failure(&mut self, pfn: Pfn) -> Result<()> {
+    /// One log line per failure: the pages, and the owners' paths up to `LOG_OWNERS`
+    /// (`daxlink poison` lists every one).
+    fn log_failure(&self, f: &Failure) {
+        let pages = match f.failed.as_slice() {
+            [] => return,
+            [p] => format!("page {p}"),
+            [a, .., b] => format!("{} pages ({a} to {b})", f.failed.len()),
+        };
+        if f.owners.is_empty() {
+            log::error!("memory failure: {pages} failed; it held no file data");
+            return;
+        }
+        let named: Vec<String> = f
+            .owners
+            .iter()
+            .take(LOG_OWNERS)
+            .map(|o| {
+                let path = self.path_of(o.ino).unwrap_or_else(|| format!("<inode {}>", o.ino));
+                format!("{path} at offset {}", o.index.byte())
+            })
+            .collect();
+        let more = match f.owners.len().saturating_sub(LOG_OWNERS) {
+            0 => String::new(),
+            n => format!(", and {n} more (daxlink poison lists them all)"),
+        };
+        let via = if f.holder_calls > 0 { " (shared pages: found by the holder)" } else { "" };
+        log::error!("memory failure: {pages} failed{via}; {} owner(s): {}{more}", f.owners.len(), named.join(", "));
+    }
+
+    fn metadata_failure(&mut self, pfn: Pfn) {
         let geo = self.st.geo;
         let in_slot = |i: usize| pfn >= geo.cp_start[i] && pfn.0 < geo.cp_start[i].0 + geo.cp_pages;
         let region = if pfn.0 == 0 {
@@ -114,7 +160,6 @@ impl Core {
         msg.push_str("; the filesystem is now read-only: unmount, then run daxlink fsck");
         log::error!("{msg}");
         self.shut_down(msg);
-        Ok(())
     }
 
     /// Every bad page with the file blocks still on it.

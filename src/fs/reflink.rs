@@ -106,7 +106,7 @@ impl Core {
         let Some(p) = self.extent_map(ino)?.lookup(FileBlock::of(size)) else { return Ok(true) };
         let tail = size % PAGE_SIZE;
         let mut buf = vec![0u8; (PAGE_SIZE - tail) as usize];
-        self.media.read(p.offset().0 + tail, &mut buf);
+        self.media.read(p.offset().0 + tail, &mut buf)?;
         Ok(buf.iter().all(|b| *b == 0))
     }
 

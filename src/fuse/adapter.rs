@@ -319,14 +319,9 @@ impl Filesystem for DaxFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let mut reply = Some(reply);
-        let r = self.fs.read_with(ino(i), offset, size as u64, true, &mut |d| {
-            if let Some(reply) = reply.take() {
-                reply.data(d)
-            }
-        });
-        if let (Err(e), Some(reply)) = (r, reply) {
-            reply.error(errno(e))
+        match self.fs.read_whole(ino(i), offset, size as u64) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
