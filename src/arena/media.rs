@@ -112,6 +112,13 @@ impl MmapMedia {
         Ok(MmapMedia { map, len, file: file.try_clone()?, region })
     }
 
+    /// The address byte `off` of the pool is mapped at: what the kernel names in
+    /// `si_addr` when that page fails.
+    pub fn address(&self, off: u64) -> usize {
+        check_range(self.len, off, 0);
+        self.map.as_ptr() as usize + off as usize
+    }
+
     /// What a fault at mapped address `addr` means: past the file's end now, the file
     /// shrank; else the page failed.
     fn fault(&self, addr: usize) -> MediaError {

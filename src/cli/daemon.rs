@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::{LOCK_WAIT, fail};
-use crate::arena::{Access, Pool};
+use crate::arena::{Access, Pool, fault};
 use crate::fs::Fs;
 use crate::fuse::{MountConfig, mount as fuse_mount};
 
@@ -80,12 +80,34 @@ fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
     let access = if cfg.fs.read_only { Access::Read } else { Access::Write };
     let pool = Pool::open(&cfg.pool, access, LOCK_WAIT)?;
     let fs = Arc::new(Fs::open(pool.media.clone(), cfg.fs).map_err(|e| e.to_string())?);
+    watch_memory_failures(&fs)?;
     let session = fuse_mount(fs, cfg).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
     ready("ok");
     // `run` calls `destroy` (the final checkpoint) when the kernel ends the session.
     session.run().map_err(|e| format!("session: {e}"))?;
     drop(pool);
     Ok(())
+}
+
+/// Starts the thread that the kernel tells at once about failed pages of the pool
+/// (`BUS_MCEERR_AO`: it asks for early kill), and that fails them, as `inject-error`
+/// would. Failures that a request's own access meets are failed by that request.
+fn watch_memory_failures(fs: &Arc<Fs>) -> Result<(), String> {
+    let fs = Arc::downgrade(fs);
+    std::thread::Builder::new()
+        .name("daxlink-mce".into())
+        .spawn(move || {
+            if let Err(e) = fault::early_kill() {
+                log::warn!("memory failures will be seen only when an access meets them: {e}");
+            }
+            loop {
+                fault::wait();
+                let Some(fs) = fs.upgrade() else { return };
+                fs.take_media_failures();
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the memory-failure thread: {e}"))
 }
 
 /// The daemon's stdio must not hold the caller's terminal or pipes open; its log

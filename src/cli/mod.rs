@@ -201,6 +201,12 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if !matches!(cli.cmd, Cmd::Mount { .. }) {
+        // A listing piped into `head` ends quietly when the reader goes, as ls does,
+        // instead of failing to print. (Not the daemon: its writes must never kill it.)
+        // SAFETY: setting a signal's disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.cmd {
         Cmd::Mkfs { size, force, pool } => mkfs(&pool, size, force),
         Cmd::Mount { pool, mountpoint, foreground, o } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),

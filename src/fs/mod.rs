@@ -112,8 +112,10 @@ impl Fs {
         for _ in 0..MEDIA_RETRIES {
             match op(&mut core) {
                 Err(Error::Media(e)) => {
-                    let found = core.media_failed(e);
-                    if found.failed.is_empty() && core.is_shut_down() {
+                    core.media_failed(e);
+                    // A failed metadata page shut the filesystem down: the request
+                    // that met it fails with EIO, later changes with EROFS.
+                    if core.is_shut_down() {
                         return Err(Error::HwPoison);
                     }
                 }

@@ -549,18 +549,6 @@ impl Filesystem for DaxFuse {
 }
 
 impl DaxFuse {
-    /// Drops the kernel's cached copies of the failed file pages, so nothing stale is
-    /// served from the page cache: the next read comes here and fails with EIO.
-    fn invalidate(&self, owners: &[Owner]) {
-        let Some(n) = self.notifier.get() else { return };
-        for o in owners {
-            let ps = crate::types::PAGE_SIZE as i64;
-            if let Err(e) = n.inval_inode(INodeNo(o.ino.0), o.index.0 as i64 * ps, ps) {
-                log::warn!("invalidating inode {} at block {}: {e}", o.ino, o.index);
-            }
-        }
-    }
-
     /// Drops privileges before a write where the kernel does not: under
     /// HANDLE_KILLPRIV_V2 (always; it flags callers without CAP_FSETID), and on a
     /// FOPEN_DIRECT_IO handle otherwise (no flag then: a non-root caller is taken for
@@ -626,7 +614,9 @@ impl DaxFuse {
                     return Err(Errno::EPERM);
                 }
                 let f = self.fs.memory_failure(Pfn(arg(0)?), arg(1)?).map_err(errno)?;
-                self.invalidate(&f.owners);
+                if let Some(n) = self.notifier.get() {
+                    invalidate(n, &f.owners);
+                }
                 ioctl::bytes(&[f.failed.len() as u64, f.owners.len() as u64, f.holder_calls], ioctl::INJECT_LEN)
             }
             ioctl::DAXLINK_IOC_POISON => ioctl::encode_poison(&self.fs.bad_pages(), arg(0)?),
@@ -659,6 +649,17 @@ impl DaxFuse {
             return Err(Errno::EINVAL);
         }
         Ok(out)
+    }
+}
+
+/// Drops the kernel's cached copies of the failed file pages, so nothing stale is
+/// served from the page cache: the next read comes here and fails with EIO.
+pub fn invalidate(n: &Notifier, owners: &[Owner]) {
+    let ps = crate::types::PAGE_SIZE as i64;
+    for o in owners {
+        if let Err(e) = n.inval_inode(INodeNo(o.ino.0), o.index.0 as i64 * ps, ps) {
+            log::warn!("invalidating inode {} at block {}: {e}", o.ino, o.index);
+        }
     }
 }
 

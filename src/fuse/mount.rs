@@ -2,11 +2,12 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, mpsc};
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
-use super::adapter::DaxFuse;
+use super::adapter::{DaxFuse, invalidate};
+use crate::dax::Failure;
 use crate::fs::{AtimeMode, Fs, Options};
 
 /// What `-o` asked for.
@@ -156,8 +157,20 @@ fn conflicts(a: &MountOption, b: &MountOption) -> bool {
 pub fn mount(fs: Arc<Fs>, cfg: &MountConfig) -> io::Result<Session<DaxFuse>> {
     let notifier = Arc::new(OnceLock::new());
     let keep_cache = cfg.fs.atime != AtimeMode::Strict;
+    let (sink, failures) = mpsc::channel::<Failure>();
+    fs.set_failure_sink(sink);
     let session = Session::new(DaxFuse::new(fs, keep_cache, notifier.clone()), &cfg.mountpoint, &cfg.fuser_config())?;
-    let _ = notifier.set(session.notifier());
+    let n = session.notifier();
+    let _ = notifier.set(n.clone());
+    // Failures found by a request's own access, or reported by the kernel, are
+    // contained here rather than in the request: a read's pages stay locked in the
+    // kernel until its reply, and invalidating them before it would wait forever.
+    // The thread ends with the filesystem, when the sink closes.
+    std::thread::Builder::new().name("daxlink-contain".into()).spawn(move || {
+        for f in failures {
+            invalidate(&n, &f.owners);
+        }
+    })?;
     Ok(session)
 }
 
