@@ -1312,7 +1312,7 @@ fn full_metadata_pool_with_an_orphan_still_mounts() {
 }
 
 // ---------------------------------------------------------------------------------
-// Crash at any instant (SPEC §6): the daemon killed between any two stores. Every store
+// Crash at any instant: the daemon killed between any two stores. Every store
 // made before the kill is on the media (a killed process's stores to a shared mapping
 // persist), none after it.
 
@@ -1473,7 +1473,7 @@ enum Stores {
     AnySubset,
 }
 
-/// The recovered tree must be one of `states` (the namespace exactly, SPEC §6), and its
+/// The recovered tree must be one of `states` (the namespace exactly), and its
 /// file bytes must fit `stores`.
 fn recovered_prefix(got: &Tree, states: &[Tree], stores: Stores) -> Result<usize, String> {
     let gm = meta(got);
@@ -1779,7 +1779,7 @@ fn crash_after_any_store_recovers_a_prefix_of_the_history() {
 }
 
 /// Power lost after any store: the stores a flush covered are on the media, of the
-/// others any subset (SPEC §6). Tried: none of them, every other one, all but the
+/// others any subset. Tried: none of them, every other one, all but the
 /// newest.
 #[test]
 fn power_loss_after_any_store_recovers_a_prefix_of_the_history() {

@@ -1,4 +1,4 @@
-//! Crash-point sweep (SPEC §6): a deterministic workload that touches every metadata
+//! Crash-point sweep: a deterministic workload that touches every metadata
 //! operation runs on a media that can lose power. At every flush it makes, the image a
 //! crash would leave (unflushed stores dropped, a random subset kept, or the last one
 //! torn) is recovered and checked: it mounts, `check()` passes (refcounts, reverse map,

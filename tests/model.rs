@@ -9,7 +9,7 @@
 //!
 //! Durability: `sync` / unmount mark a durable point. A clean remount and a "crash"
 //! right after a sync must give exactly the model; a crash at any other instant must
-//! give the model as it was at some op since the last durable point (SPEC §6).
+//! give the model as it was at some op since the last durable point.
 //!
 //! Seeds: five fixed ones, plus one from the clock (printed). `DAXLINK_MODEL_SEED=N`
 //! forces the seed of the clock test, `DAXLINK_MODEL_OPS=N` sets the ops per seed,
@@ -1235,7 +1235,7 @@ impl Run {
         self.verify_range(ino, off, off + n as u64);
     }
 
-    // -- Sharing: clone, copy_file_range, dedupe, unshare (SPEC §5). Only requests the
+    // -- Sharing: clone, copy_file_range, dedupe, unshare. Only requests the
     // VFS rules allow are generated, apart from the rules' own EINVAL cases.
 
     /// Two files (maybe the same one).

@@ -1,5 +1,5 @@
 //! Reflink through the core API: the VFS range rules (fs/remap_range.c) as a table,
-//! page ownership through clones (SPEC §3), COW, space accounting, ENOSPC, remount.
+//! page ownership through clones, COW, space accounting, ENOSPC, remount.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! Free-space allocator of the data region. Free space is never persisted: mount
-//! derives it from the extent maps (SPEC §6), so it cannot disagree with them.
+//! derives it from the extent maps, so it cannot disagree with them.
 //!
 //! Pages freed by a metadata change go to `busy` and are reused only after that change
 //! is durable (`commit`), as XFS's busy extents: otherwise a crash could replay a file

@@ -1,6 +1,6 @@
 //! The page table: one 16-byte record per arena data page, the analogue of the
 //! `struct page` fields fs/dax.c uses after "fs/dax: remove PAGE_MAPPING_DAX_SHARED
-//! mapping flag" (SPEC §3).
+//! mapping flag".
 //!
 //! Ownership model, as fs/dax.c states it:
 //! - `mapping != 0`: the page belongs to exactly one address space, at `index`.

@@ -1,4 +1,4 @@
-//! The metadata log and the two checkpoint slots (SPEC §6).
+//! The metadata log and the two checkpoint slots.
 //!
 //! A transaction is `[magic, len, generation, seq, crc][payload]`, 8-byte aligned, appended at
 //! the log head; `crc` covers `len, generation, seq` and the payload. Recovery loads the valid

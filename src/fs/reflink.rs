@@ -1,4 +1,4 @@
-//! Sharing extents between files: clone, dedupe, copy_file_range, unshare (SPEC §5).
+//! Sharing extents between files: clone, dedupe, copy_file_range, unshare.
 //!
 //! Range checks follow the Linux VFS (`generic_remap_file_range_prep`,
 //! `generic_remap_checks`, `generic_remap_check_len` in fs/remap_range.c). A clone maps
