@@ -43,7 +43,15 @@ impl Scratch {
     }
 
     fn mount(&self) {
-        let out = daxlink(&["mount", self.pool.to_str().unwrap(), self.mnt.to_str().unwrap()]);
+        self.mount_with(&[]);
+    }
+
+    fn mount_with(&self, opts: &[&str]) {
+        let mut args = vec!["mount", self.pool.to_str().unwrap(), self.mnt.to_str().unwrap()];
+        for o in opts {
+            args.extend(["-o", o]);
+        }
+        let out = daxlink(&args);
         assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -314,5 +322,79 @@ fn a_pool_cut_under_the_daemon_fails_the_lost_pages_and_keeps_serving() {
     assert_eq!(poison("after a remount"), bad, "the bad pages must survive a remount");
     assert_eq!(read_direct(&s.path("high")), Err(libc::EIO));
     assert_eq!(&read_direct(&s.path("low")).unwrap()[4096..4106], b"still here");
+    s.umount();
+}
+
+/// A clone through the kernel: copy_file_range of the whole of `src` into a new `dst`.
+fn reflink(src: &Path, dst: &Path) {
+    use std::os::fd::AsRawFd;
+    let (s, d) = (fs::File::open(src).unwrap(), fs::File::create(dst).unwrap());
+    let len = s.metadata().unwrap().len() as usize;
+    // SAFETY: two open descriptors and null offsets (the files' own).
+    let n = unsafe {
+        libc::copy_file_range(s.as_raw_fd(), std::ptr::null_mut(), d.as_raw_fd(), std::ptr::null_mut(), len, 0)
+    };
+    assert_eq!(n, len as isize, "copy_file_range into {}", dst.display());
+}
+
+/// A page shared by 2,000 files fails: `daxlink poison` names all 2,000 owners (the
+/// listing continues within a page across ioctl batches), and the other failed page.
+#[test]
+fn poison_names_every_owner_of_a_page_shared_by_two_thousand_files() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new("owners", "64M");
+    s.mount();
+    fs::write(s.path("src"), vec![5u8; 8192]).unwrap();
+    fs::create_dir(s.path("clones")).unwrap();
+    for i in 0..1999 {
+        reflink(&s.path("src"), &s.path(&format!("clones/c{i}")));
+    }
+    fs::write(s.path("solo"), vec![6u8; 4096]).unwrap();
+    let mnt = s.mnt.to_str().unwrap();
+    for (file, off) in [("src", "4096"), ("solo", "0")] {
+        let out = daxlink(&["inject-error", mnt, "--file", s.path(file).to_str().unwrap(), "--offset", off]);
+        assert!(out.status.success(), "inject-error: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let json = String::from_utf8(daxlink(&["poison", "--json", mnt]).stdout).unwrap();
+    let pages: Vec<&str> = json.split("{\"pfn\":").skip(1).collect();
+    let owners: Vec<usize> = pages.iter().map(|p| p.matches("\"path\":").count()).collect();
+    assert_eq!(owners, vec![2000, 1], "owners per failed page in `daxlink poison --json`");
+    let plain = String::from_utf8(daxlink(&["poison", mnt]).stdout).unwrap();
+    let lines: std::collections::HashSet<&str> = plain.lines().collect();
+    let mut want: Vec<String> = (0..1999).map(|i| format!("  {mnt}/clones/c{i}@4096")).collect();
+    want.extend([format!("  {mnt}/src@4096"), format!("  {mnt}/solo@0")]);
+    let missing: Vec<&String> = want.iter().filter(|w| !lines.contains(w.as_str())).collect();
+    assert!(missing.is_empty(), "plain `daxlink poison` misses {} owners, e.g. {:?}", missing.len(), &missing[..1]);
+    assert!(plain.contains(": 2000 owner(s)") && plain.contains(": 1 owner(s)"), "{}", &plain[..200]);
+    s.umount();
+}
+
+/// Which file owns which page is root's to know (as XFS keeps GETFSMAP to
+/// CAP_SYS_ADMIN): `page` and `poison` on a mount refuse other users in one line;
+/// `stat` (counts only) stays open.
+#[test]
+fn reverse_map_queries_need_root_and_stat_does_not() {
+    use std::os::unix::process::CommandExt;
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new("root-only", "64M");
+    s.mount_with(&["allow_other"]);
+    fs::write(s.path("a"), vec![1u8; 4096]).unwrap();
+    let pfn = first_pfn(&s.path("a")).to_string();
+    let mnt = s.mnt.to_str().unwrap();
+    let as_nobody = |args: &[&str]| Command::new(BIN).args(args).uid(65534).gid(65534).output().unwrap();
+    for args in [vec!["page", mnt, &pfn], vec!["poison", mnt], vec!["poison", "--json", mnt]] {
+        let out = as_nobody(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded for nobody: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(err.lines().count() == 1 && err.contains("Operation not permitted"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed something for nobody");
+    }
+    let out = as_nobody(&["stat", mnt]);
+    assert!(out.status.success(), "stat as nobody: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(daxlink(&["page", mnt, &pfn]).status.success(), "root must still read the page state");
     s.umount();
 }

@@ -70,6 +70,16 @@ pub fn inject(mnt: &Path, target: Target, len: u64) -> ExitCode {
     }
 }
 
+/// The error of a verb that reads the reverse map, which only root may.
+pub(super) fn needs_root(verb: &str, e: std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => {
+            format!("{verb} reads which file owns which page: it needs root (Operation not permitted)")
+        }
+        _ => not_daxlink(e),
+    }
+}
+
 /// Inode number -> one path under `dir` (symlinks are not followed).
 fn paths_by_inode(dir: &Path, out: &mut HashMap<u64, PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -101,14 +111,14 @@ pub fn poison(mnt: &Path, json: bool) -> ExitCode {
     let run = || -> Result<Vec<(Pfn, u64, u64)>, String> {
         let f = File::open(mnt).map_err(|e| e.to_string())?;
         let mut rows = Vec::new();
-        let mut start = 0;
+        let mut at = ioctl::PoisonCursor::default();
         loop {
-            let mut buf = ioctl::bytes(&[start], ioctl::POISON_LEN);
-            ioctl_rw(&f, ioctl::DAXLINK_IOC_POISON, &mut buf).map_err(not_daxlink)?;
+            let mut buf = ioctl::bytes(&[at.pfn.0, at.owner], ioctl::POISON_LEN);
+            ioctl_rw(&f, ioctl::DAXLINK_IOC_POISON, &mut buf).map_err(|e| needs_root("poison", e))?;
             let (batch, next) = ioctl::decode_poison(&buf).ok_or("malformed poison reply")?;
             rows.extend(batch.into_iter().map(|(p, i, o)| (p, i.0, o)));
             match next {
-                Some(n) => start = n,
+                Some(n) => at = n,
                 None => return Ok(rows),
             }
         }
@@ -142,9 +152,15 @@ pub fn poison(mnt: &Path, json: bool) -> ExitCode {
             .collect();
         println!("[{}]", items.join(","));
     } else {
+        // One owner a line: a page shared by thousands of files stays readable.
         for (pfn, owners) in &pages {
-            let o: Vec<String> = owners.iter().map(|(p, off)| format!("{p}@{off}")).collect();
-            println!("pfn {pfn}: {}", if o.is_empty() { "no owners".to_string() } else { o.join(" ") });
+            match owners.len() {
+                0 => println!("pfn {pfn}: no owners"),
+                n => println!("pfn {pfn}: {n} owner(s)"),
+            }
+            for (p, off) in owners {
+                println!("  {p}@{off}");
+            }
         }
     }
     ExitCode::SUCCESS

@@ -107,7 +107,7 @@ pub fn page(target: &Path, pfn: u64, json: bool) -> ExitCode {
             let mut buf = ioctl::bytes(&[pfn.0], ioctl::PAGE_LEN);
             ioctl_rw(&f, ioctl::DAXLINK_IOC_PAGE, &mut buf).map_err(|e| match e.raw_os_error() {
                 Some(libc::EINVAL) => format!("pfn {pfn} is not a data page of this pool"),
-                _ => not_daxlink(e),
+                _ => super::failure::needs_root("page", e),
             })?;
             ioctl::decode_page(&buf).ok_or_else(|| "malformed page reply".to_string())
         })

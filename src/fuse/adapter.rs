@@ -604,6 +604,9 @@ impl DaxFuse {
         let out = match cmd {
             ioctl::DAXLINK_IOC_STATS => ioctl::encode_stats(&self.fs.stats()),
             ioctl::DAXLINK_IOC_EXTENTS => ioctl::encode_extents(&self.fs.extents(i).map_err(errno)?, arg(0)?),
+            // Who owns which page is the reverse map: root only, as XFS keeps GETFSMAP
+            // to CAP_SYS_ADMIN (FUSE tells the caller's uid, not its capabilities).
+            ioctl::DAXLINK_IOC_PAGE | ioctl::DAXLINK_IOC_POISON if req.uid() != 0 => return Err(Errno::EPERM),
             ioctl::DAXLINK_IOC_PAGE => {
                 let pfn = Pfn(arg(0)?);
                 let state = self.fs.page_state(pfn).map_err(errno)?;
@@ -619,7 +622,10 @@ impl DaxFuse {
                 }
                 ioctl::bytes(&[f.failed.len() as u64, f.owners.len() as u64, f.holder_calls], ioctl::INJECT_LEN)
             }
-            ioctl::DAXLINK_IOC_POISON => ioctl::encode_poison(&self.fs.bad_pages(), arg(0)?),
+            ioctl::DAXLINK_IOC_POISON => {
+                let at = ioctl::PoisonCursor { pfn: Pfn(arg(0)?), owner: arg(1)? };
+                ioctl::encode_poison(&self.fs.bad_pages(), at)
+            }
             ioctl::DAXLINK_IOC_DEDUPE => {
                 if !writable() {
                     return Err(Errno::EBADF);

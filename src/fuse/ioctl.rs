@@ -50,10 +50,12 @@ pub const DAXLINK_IOC_UNSHARE: u32 = ioc(IOC_WRITE, 5, UNSHARE_LEN);
 pub const INJECT_LEN: usize = 4 * 8;
 pub const DAXLINK_IOC_INJECT: u32 = ioc(IOC_READ | IOC_WRITE, 6, INJECT_LEN);
 
-/// Bad pages and their owners, from a pfn: in `[start]`; out `[count, more, next]` then
-/// `count` records `[pfn, inode, file offset]` (inode 0: a bad page without owners).
+/// Bad pages and their owners, from a cursor (a pfn and an owner of that page): in
+/// `[pfn, owner]`; out `[count, more, next pfn, next owner]` then `count` records
+/// `[pfn, inode, file offset]` (inode 0: a bad page without owners). A page with more
+/// owners than a batch holds continues in the next batch.
 pub const POISON_MAX: usize = 512;
-pub const POISON_LEN: usize = 3 * 8 + POISON_MAX * 3 * 8;
+pub const POISON_LEN: usize = 4 * 8 + POISON_MAX * 3 * 8;
 pub const DAXLINK_IOC_POISON: u32 = ioc(IOC_READ | IOC_WRITE, 7, POISON_LEN);
 
 /// Little-endian u64 words of an ioctl buffer; short input reads as missing.
@@ -158,25 +160,35 @@ pub fn decode_page(b: &[u8]) -> Option<(PageState, bool)> {
     Some((state, *w.get(4)? != 0))
 }
 
-/// Bad pages from `start` on, whole pages per batch (a page's owners are never split).
-pub fn encode_poison(all: &[BadPage], start: u64) -> Vec<u8> {
-    let mut recs: Vec<[u64; 3]> = Vec::new();
-    let mut next = 0;
-    let mut more = false;
-    for p in all.iter().filter(|p| p.pfn.0 >= start) {
-        let rows: Vec<[u64; 3]> = if p.owners.is_empty() {
-            vec![[p.pfn.0, 0, 0]]
+/// Where a poison listing goes on: a bad page, and the index of its next owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoisonCursor {
+    pub pfn: Pfn,
+    pub owner: u64,
+}
+
+/// Bad pages and their owners from `at` on, `POISON_MAX` rows a batch.
+pub fn encode_poison(all: &[BadPage], at: PoisonCursor) -> Vec<u8> {
+    let rows = all.iter().filter(|p| p.pfn >= at.pfn).flat_map(|p| {
+        let skip = if p.pfn == at.pfn { at.owner as usize } else { 0 };
+        let owners: Box<dyn Iterator<Item = (u64, [u64; 3])>> = if p.owners.is_empty() {
+            Box::new(std::iter::once((0, [p.pfn.0, 0, 0])))
         } else {
-            p.owners.iter().take(POISON_MAX).map(|(i, b)| [p.pfn.0, i.0, b.byte()]).collect()
+            Box::new(p.owners.iter().enumerate().map(move |(n, (i, b))| (n as u64, [p.pfn.0, i.0, b.byte()])))
         };
-        if !recs.is_empty() && recs.len() + rows.len() > POISON_MAX {
-            more = true;
+        owners.skip(skip).map(move |(n, row)| (PoisonCursor { pfn: p.pfn, owner: n }, row))
+    });
+    let mut recs = Vec::new();
+    let mut next = None;
+    for (cursor, row) in rows {
+        if recs.len() == POISON_MAX {
+            next = Some(cursor);
             break;
         }
-        recs.extend(rows);
-        next = p.pfn.0 + 1;
+        recs.push(row);
     }
-    let mut w = vec![recs.len() as u64, more as u64, next];
+    let at = next.unwrap_or_default();
+    let mut w = vec![recs.len() as u64, next.is_some() as u64, at.pfn.0, at.owner];
     w.extend(recs.iter().flatten());
     bytes(&w, POISON_LEN)
 }
@@ -185,13 +197,14 @@ pub fn encode_poison(all: &[BadPage], start: u64) -> Vec<u8> {
 pub type PoisonRow = (Pfn, Ino, u64);
 
 /// Decodes a batch: its rows and where the next batch starts.
-pub fn decode_poison(b: &[u8]) -> Option<(Vec<PoisonRow>, Option<u64>)> {
+pub fn decode_poison(b: &[u8]) -> Option<(Vec<PoisonRow>, Option<PoisonCursor>)> {
     let w = words(b);
-    let (count, more, next) = (*w.first()? as usize, *w.get(1)?, *w.get(2)?);
+    let (count, more) = (*w.first()? as usize, *w.get(1)?);
+    let next = PoisonCursor { pfn: Pfn(*w.get(2)?), owner: *w.get(3)? };
     if count > POISON_MAX {
         return None;
     }
-    let rows = w.get(3..3 + count * 3)?.chunks_exact(3).map(|r| (Pfn(r[0]), Ino(r[1]), r[2])).collect();
+    let rows = w.get(4..4 + count * 3)?.chunks_exact(3).map(|r| (Pfn(r[0]), Ino(r[1]), r[2])).collect();
     Some((rows, (more != 0).then_some(next)))
 }
 
@@ -242,25 +255,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn poison_batches_keep_each_pages_owners_together() {
-        let all: Vec<BadPage> = (0..40)
-            .map(|p| BadPage { pfn: Pfn(p), owners: (0..20).map(|i| (Ino(i + 2), FileBlock(p))).collect() })
-            .collect();
-        let mut start = 0;
-        let mut rows = Vec::new();
+    /// Every row of a listing, batch by batch.
+    fn listing(all: &[BadPage]) -> Vec<PoisonRow> {
+        let (mut at, mut rows) = (PoisonCursor::default(), Vec::new());
         loop {
-            let (batch, next) = decode_poison(&encode_poison(&all, start)).unwrap();
-            assert_eq!(batch.len() % 20, 0, "a page's owners were split across batches");
+            let (batch, next) = decode_poison(&encode_poison(all, at)).unwrap();
+            assert!(!batch.is_empty() || rows.is_empty(), "an empty batch in the middle of a listing");
             rows.extend(batch);
             match next {
-                Some(n) => start = n,
-                None => break,
+                Some(n) => at = n,
+                None => return rows,
             }
         }
-        assert_eq!(rows.len(), 800);
-        let (free, _) = decode_poison(&encode_poison(&[BadPage { pfn: Pfn(9), owners: vec![] }], 0)).unwrap();
-        assert_eq!(free, vec![(Pfn(9), Ino(0), 0)]);
+    }
+
+    #[test]
+    fn poison_listing_names_every_owner_of_pages_larger_than_a_batch() {
+        let big =
+            |pfn: u64, n: u64| BadPage { pfn: Pfn(pfn), owners: (0..n).map(|i| (Ino(i + 2), FileBlock(i))).collect() };
+        let all = vec![big(5, 2000), BadPage { pfn: Pfn(9), owners: vec![] }, big(12, 3), big(20, POISON_MAX as u64)];
+        let rows = listing(&all);
+        let want: Vec<PoisonRow> = all
+            .iter()
+            .flat_map(|p| match p.owners.as_slice() {
+                [] => vec![(p.pfn, Ino(0), 0)],
+                o => o.iter().map(|(i, b)| (p.pfn, *i, b.byte())).collect(),
+            })
+            .collect();
+        assert_eq!(rows.len(), 2000 + 1 + 3 + POISON_MAX);
+        assert_eq!(rows, want);
+        assert_eq!(listing(&all[3..]).len(), POISON_MAX, "an exactly full last batch ends the listing");
+        assert!(listing(&[]).is_empty());
     }
 
     #[test]
