@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use daxlink::arena::{Geometry, MemMedia};
 use daxlink::dax::PageState;
 use daxlink::fs::{
-    Error, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, Fs, Kind, Options, RENAME_EXCHANGE,
-    RENAME_NOREPLACE, SetAttr, SetTime, Timespec, XATTR_CREATE, XATTR_REPLACE,
+    Changer, Error, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, Fs, Kind, Options,
+    RENAME_EXCHANGE, RENAME_NOREPLACE, SetAttr, SetTime, Timespec, XATTR_CREATE, XATTR_REPLACE,
 };
 use daxlink::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
@@ -578,13 +578,14 @@ fn readdir_resumes_from_cookie_without_repeats_or_skips() {
         seen.extend(batch.iter().map(|e| String::from_utf8(e.name.clone()).unwrap()));
         if round == 1 {
             p.fs.unlink(d, b"f00").unwrap(); // already returned
-            p.create(d, "new"); // after the cursor: returned once
+            p.create(d, "new"); // takes the slot f00 left, behind the cursor
         }
         round += 1;
     }
-    let mut expect: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
-    expect.push("new".into());
-    assert_eq!(seen, expect, "each entry exactly once, in creation order");
+    let expect: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+    assert_eq!(seen, expect, "each entry that stayed exactly once, in creation order; new one not at all");
+    let all = p.fs.readdir(d, 2, 100).unwrap();
+    assert_eq!(all.first().map(|e| e.name.as_slice()), Some(&b"new"[..]), "a new name fills the lowest freed slot");
     assert_eq!(p.names(d).len(), 40);
     // The order survives remount.
     let before = p.names(d);
@@ -1845,19 +1846,48 @@ fn kill_privs_drops_setuid_and_executable_setgid_durably() {
     let p = Pool::new(32 * MIB);
     let mode = |p: &Pool, f| p.fs.getattr(f).unwrap().mode & 0o7777;
     let f = p.create(Ino::ROOT, "f");
+    let member = |_| true;
     for (before, after) in [(0o6777, 0o0777), (0o2777, 0o0777), (0o2767, 0o2767), (0o4755, 0o0755), (0o0644, 0o0644)] {
         p.fs.setattr(f, SetAttr { mode: Some(before), ..Default::default() }).unwrap();
-        let changed = p.fs.kill_privs(f, true).unwrap();
+        let changed = p.fs.kill_privs(f, Changer::Unprivileged(&member)).unwrap();
         assert_eq!(mode(&p, f), after, "mode {before:o}");
         assert_eq!(changed, before != after, "mode {before:o}: reported change");
     }
     p.fs.setattr(f, SetAttr { mode: Some(0o6755), ..Default::default() }).unwrap();
-    assert!(p.fs.kill_privs(f, true).unwrap());
+    assert!(p.fs.kill_privs(f, Changer::Unprivileged(&member)).unwrap());
     p.fs.sync().unwrap();
     let p = p.crash();
     assert_eq!(mode(&p, f), 0o0755, "the dropped bits are logged");
-    assert_eq!(errno(p.fs.kill_privs(Ino(999_999), true)), libc::ENOENT);
+    assert_eq!(errno(p.fs.kill_privs(Ino(999_999), Changer::Chown)), libc::ENOENT);
     p.assert_consistent();
+}
+
+/// `setattr_should_drop_suidgid`: set-group-ID without group execute goes when the
+/// changer is not in the file's group; a privileged changer keeps every bit; a chown
+/// keeps a set-group-ID without group execute.
+#[test]
+fn set_group_id_goes_for_a_changer_outside_the_files_group() {
+    let p = Pool::new(32 * MIB);
+    let f = p.create(Ino::ROOT, "f");
+    p.fs.setattr(f, SetAttr { gid: Some(100), ..Default::default() }).unwrap();
+    let asked = std::cell::Cell::new(None);
+    let outsider = |g| {
+        asked.set(Some(g));
+        false
+    };
+    for (who, before, after) in [
+        (Changer::Unprivileged(&outsider), 0o6666, 0o0666),
+        (Changer::Unprivileged(&outsider), 0o2640, 0o0640),
+        (Changer::Unprivileged(&|g| g == 100), 0o2666, 0o2666),
+        (Changer::Privileged, 0o6777, 0o6777),
+        (Changer::Chown, 0o6666, 0o2666),
+        (Changer::Chown, 0o6776, 0o0776),
+    ] {
+        p.fs.setattr(f, SetAttr { mode: Some(before), ..Default::default() }).unwrap();
+        p.fs.kill_privs(f, who).unwrap();
+        assert_eq!(p.fs.getattr(f).unwrap().mode & 0o7777, after, "mode {before:o}");
+    }
+    assert_eq!(asked.get(), Some(100), "membership is asked about the file's group");
 }
 
 /// Reads copy file data after dropping the fs lock; a page a truncate freed must not

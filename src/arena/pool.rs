@@ -7,6 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,15 +57,49 @@ fn lock(file: &File, access: Access, wait: Duration) -> Result<(), String> {
     }
 }
 
+/// A line of /proc/self/mounts.
+pub struct MountEntry {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub options: String,
+}
+
+/// The mounts of this process's namespace.
+pub fn mounts() -> Vec<MountEntry> {
+    // Spaces, tabs, newlines and backslashes in the fields are octal escapes.
+    fn unescape(f: &str) -> PathBuf {
+        let b = f.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let oct = b.get(i + 1..i + 4).and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+            match (b[i], oct) {
+                (b'\\', Some(c)) => {
+                    out.push(c);
+                    i += 4;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        PathBuf::from(std::ffi::OsString::from_vec(out))
+    }
+    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (src, dst, _fstype, opts) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            Some(MountEntry { source: unescape(src), target: unescape(dst), options: opts.to_string() })
+        })
+        .collect()
+}
+
 /// Where `path` is mounted, if it is the source of a mount.
-fn mounted_at(path: &Path) -> Option<String> {
+pub fn mounted_at(path: &Path) -> Option<PathBuf> {
     let abs = absolute(path);
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split(' ');
-        let (src, dst) = (f.next()?, f.next()?);
-        (Path::new(src) == abs).then(|| dst.to_string())
-    })
+    mounts().into_iter().find(|m| m.source == abs).map(|m| m.target)
 }
 
 fn media_len(file: &mut File) -> Result<u64, String> {
@@ -106,7 +141,7 @@ impl Pool {
             .open(path)
             .map_err(|e| format!("cannot open: {e}"))?;
         if let Some(at) = mounted_at(path) {
-            return Err(format!("pool is mounted at {at}"));
+            return Err(format!("pool is mounted at {}", at.display()));
         }
         lock(&file, Access::Write, wait)?;
         if has_superblock(&mut file) && !force {
@@ -130,7 +165,7 @@ impl Pool {
     /// that is finishing its unmount to let go of it.
     pub fn open(path: &Path, access: Access, wait: Duration) -> Result<Pool, String> {
         if let Some(at) = mounted_at(path) {
-            return Err(format!("pool is mounted at {at}"));
+            return Err(format!("pool is mounted at {}", at.display()));
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -161,8 +196,9 @@ pub fn random_uuid() -> [u8; 16] {
 }
 
 /// Gives a pool file all its blocks now. A store into a hole of a mapped file makes a
-/// block on the spot: should the filesystem under the pool be full then, the daemon
-/// dies of SIGBUS in the middle of a change; preallocated, it cannot run out. It also
+/// block on the spot: should the filesystem under the pool be full then, the store
+/// faults with SIGBUS and a good page is failed (`fault`); preallocated, it cannot run
+/// out. It also
 /// spares each first write to a page the filesystem's block allocation. Filesystems
 /// without fallocate keep the file sparse (said in the log).
 fn preallocate(file: &File, len: u64) -> Result<(), String> {

@@ -2,16 +2,21 @@
 //! and the parent exits only once the child reports the filesystem mounted or failed,
 //! so `mount -t fuse.daxlink` returns with the filesystem ready.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::reflink::ioctl_rw;
 use super::{LOCK_WAIT, fail};
+use crate::arena::pool::{mounted_at, mounts};
 use crate::arena::{Access, Pool, fault};
 use crate::fs::Fs;
+use crate::fuse::ioctl;
 use crate::fuse::{MountConfig, mount as fuse_mount};
 
 pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> ExitCode {
@@ -27,6 +32,18 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
     let mut cfg = MountConfig::new(pool_abs, mnt_abs);
     if let Err(e) = cfg.parse_options(opts) {
         return fail(pool, e);
+    }
+    if cfg.remount {
+        return match remount(&cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(mountpoint, e),
+        };
+    }
+    if let Some(first) = mounted_at(&cfg.pool) {
+        return match bind(&first, &cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(mountpoint, e),
+        };
     }
     if foreground {
         return match serve(&cfg, |_| {}) {
@@ -75,17 +92,105 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
     }
 }
 
-/// Opens the pool, mounts, calls `ready("ok")`, and serves until unmounted.
+/// Opens the pool, mounts, calls `ready("ok")`, and serves until unmounted. A read-only
+/// mount still opens the pool for writing when it can (and writes nothing), so that
+/// `mount -o remount,rw` can resume writes; a pool it cannot write stays read-only.
 fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
-    let access = if cfg.fs.read_only { Access::Read } else { Access::Write };
-    let pool = Pool::open(&cfg.pool, access, LOCK_WAIT)?;
+    let writable = !cfg.fs.read_only || may_write(&cfg.pool);
+    let pool = Pool::open(&cfg.pool, if writable { Access::Write } else { Access::Read }, LOCK_WAIT)?;
     let fs = Arc::new(Fs::open(pool.media.clone(), cfg.fs).map_err(|e| e.to_string())?);
     watch_memory_failures(&fs)?;
-    let session = fuse_mount(fs, cfg).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
+    let session = fuse_mount(fs, cfg, writable).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
     ready("ok");
     // `run` calls `destroy` (the final checkpoint) when the kernel ends the session.
     session.run().map_err(|e| format!("session: {e}"))?;
     drop(pool);
+    Ok(())
+}
+
+/// Whether this process may open `path` for writing (access(2) W_OK: permissions and a
+/// read-only filesystem under it).
+fn may_write(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: access(2) reads the NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// One mount(2) call; `None` arguments are passed as NULL.
+fn sys_mount(src: Option<&Path>, target: &Path, flags: libc::c_ulong) -> std::io::Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (src, target) = (src.map(c).transpose()?, c(target)?);
+    let src_ptr = src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: NUL-terminated strings that outlive the call; no filesystem type and no
+    // data (FUSE ignores remount data from the old mount API anyway).
+    if unsafe { libc::mount(src_ptr, target.as_ptr(), std::ptr::null(), flags, std::ptr::null()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `mount -o remount,...`: mount(8) runs the helper with `remount` and the mount's
+/// current options merged with the new ones. The kernel's flags and the daemon's
+/// options change together: for read-only the kernel first (it refuses while files are
+/// open for writing, and then nothing changes), for read-write the daemon first.
+fn remount(cfg: &MountConfig) -> Result<(), String> {
+    let entry = mounts()
+        .into_iter()
+        .rfind(|m| m.target == cfg.mountpoint)
+        .filter(|m| m.source == cfg.pool)
+        .ok_or_else(|| format!("not a mount of {}", cfg.pool.display()))?;
+    let mut fixed = cfg.fixed.clone();
+    if cfg.allow_other && !entry.options.split(',').any(|o| o == "allow_other") {
+        fixed.push("allow_other".into());
+    }
+    if !fixed.is_empty() {
+        return Err(format!("{} cannot change on a remount: unmount, then mount again", fixed.join(", ")));
+    }
+    let root = File::open(&cfg.mountpoint).map_err(|e| e.to_string())?;
+    let daemon = || {
+        let mut buf = ioctl::encode_remount(&cfg.fs);
+        ioctl_rw(&root, ioctl::DAXLINK_IOC_REMOUNT, &mut buf).map_err(|e| match e.raw_os_error() {
+            Some(libc::EROFS) => {
+                "the daemon cannot write the pool (it opened it read-only): unmount, then mount rw".into()
+            }
+            Some(libc::EPERM) => "remount needs root (Operation not permitted)".into(),
+            _ => format!("the daemon refused: {e}"),
+        })
+    };
+    let kernel = || {
+        sys_mount(None, &cfg.mountpoint, cfg.remount_flags()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => "files are open for writing (Device or resource busy)".into(),
+            _ => format!("remount: {e}"),
+        })
+    };
+    if cfg.fs.read_only {
+        kernel()?;
+        daemon()
+    } else {
+        daemon()?;
+        kernel()
+    }
+}
+
+/// A second mount of a mounted pool: as the kernel gives a second mount of a block
+/// device the same superblock, this is a bind mount of the first one (same daemon,
+/// same state), with the mount flags asked for (ro, nosuid, nodev, noexec, atime).
+fn bind(first: &Path, cfg: &MountConfig) -> Result<(), String> {
+    sys_mount(Some(first), &cfg.mountpoint, libc::MS_BIND)
+        .map_err(|e| format!("bind mount of {}: {e}", first.display()))?;
+    let per_mount = libc::MS_RDONLY
+        | libc::MS_NODEV
+        | libc::MS_NOSUID
+        | libc::MS_NOEXEC
+        | libc::MS_NOATIME
+        | libc::MS_NODIRATIME
+        | libc::MS_RELATIME
+        | libc::MS_STRICTATIME;
+    let flags = cfg.remount_flags() & per_mount;
+    if let Err(e) = sys_mount(None, &cfg.mountpoint, libc::MS_REMOUNT | libc::MS_BIND | flags) {
+        let _ = std::process::Command::new("umount").arg(&cfg.mountpoint).status();
+        return Err(format!("mount flags on the bind mount: {e}"));
+    }
     Ok(())
 }
 

@@ -99,6 +99,18 @@ pub struct Mapping {
     pub poisoned: bool,
 }
 
+/// Who changes a file, as far as the privileges the change drops are concerned.
+#[derive(Clone, Copy)]
+pub enum Changer<'a> {
+    /// Has `CAP_FSETID`: only file capabilities go.
+    Privileged,
+    /// Lacks `CAP_FSETID`; tells whether it is in a group (its fsgid or a
+    /// supplementary group), asked only when a file's set-group-ID bit depends on it.
+    Unprivileged(&'a dyn Fn(u32) -> bool),
+    /// Changes the owner or the group.
+    Chown,
+}
+
 /// File capabilities, which any change of the file's contents or owner drops.
 const XATTR_CAPS: &[u8] = b"security.capability";
 
@@ -173,6 +185,29 @@ impl Core {
             shutdown: None,
             failure_sink: None,
         })
+    }
+
+    /// `mount -o remount`: takes the new options. Going read-only first makes
+    /// everything durable in a checkpoint (nothing is written after); going back to
+    /// read-write does what a read-write mount does at open (orphans freed, a fresh
+    /// checkpoint), and is refused after a shutdown.
+    pub fn reconfigure(&mut self, opts: Options) -> Result<()> {
+        match (self.opts.read_only, opts.read_only) {
+            (false, true) if self.shutdown.is_none() => self.checkpoint()?,
+            (true, false) => {
+                if self.shutdown.is_some() {
+                    return Err(Error::ReadOnly);
+                }
+                self.opts.read_only = false;
+                if let Err(e) = self.free_orphans().and_then(|()| self.checkpoint()) {
+                    self.opts.read_only = true;
+                    return Err(e);
+                }
+            }
+            _ => {}
+        }
+        self.opts = opts;
+        Ok(())
     }
 
     /// Inodes with no name and no opener (unlinked while open before a crash).
@@ -366,25 +401,29 @@ impl Core {
         self.getattr(ino)
     }
 
-    /// What a write, truncate or chown does to a file's privileges when the kernel
-    /// leaves it to the filesystem (`FUSE_HANDLE_KILLPRIV_V2`), as the VFS would:
-    /// `security.capability` always goes; with `suid` (a caller without `CAP_FSETID`,
-    /// or any chown) set-user-ID goes, and set-group-ID where group execute makes it
-    /// one (without it the bit means mandatory locking). Returns whether the mode or
-    /// the attribute changed. Directories keep everything.
-    pub fn kill_privs(&mut self, ino: Ino, suid: bool) -> Result<bool> {
+    /// What a write, truncate, fallocate, copy or chown does to a file's privileges
+    /// when the kernel leaves it to the filesystem (`FUSE_HANDLE_KILLPRIV_V2`), as the
+    /// VFS would (`setattr_should_drop_suidgid`): `security.capability` always goes; for
+    /// a changer without `CAP_FSETID` set-user-ID goes, and set-group-ID where group
+    /// execute makes it one or where the changer is not in the file's group; a chown
+    /// drops set-user-ID, and set-group-ID with group execute (without it the bit means
+    /// mandatory locking). Returns whether the mode or the attribute changed.
+    /// Directories keep everything.
+    pub fn kill_privs(&mut self, ino: Ino, who: Changer<'_>) -> Result<bool> {
         let i = self.inode(ino)?;
         if i.attr.kind() == Kind::Dir {
             return Ok(false);
         }
         let mode = i.attr.mode;
-        let mut kill = 0;
-        if suid {
-            kill = mode & libc::S_ISUID;
-            if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
-                kill |= libc::S_ISGID;
+        let group_exec = mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP;
+        let kill = match who {
+            Changer::Privileged => 0,
+            Changer::Chown => (mode & libc::S_ISUID) | if group_exec { libc::S_ISGID } else { 0 },
+            Changer::Unprivileged(in_group) => {
+                let sgid = mode & libc::S_ISGID != 0 && (group_exec || !in_group(i.attr.gid));
+                (mode & libc::S_ISUID) | if sgid { libc::S_ISGID } else { 0 }
             }
-        }
+        };
         let cap = i.xattrs.contains_key(XATTR_CAPS);
         if kill == 0 && !cap {
             return Ok(false);

@@ -1,6 +1,6 @@
 //! In-memory inodes. Their on-media form is the record stream of `fs::record`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::extent::ExtentMap;
@@ -98,6 +98,16 @@ pub struct Attr {
 }
 
 impl Attr {
+    /// The inode's generation, for file handles: a handle names an inode number and a
+    /// generation, and an inode number used again after its inode was freed must not
+    /// answer the old handle. The birth time, fixed for the inode's life and later for
+    /// every inode that reuses the number, folded to the 32 bits the kernel keeps
+    /// (`i_generation`).
+    pub fn generation(&self) -> u64 {
+        let ns = (self.btime.sec as u64).wrapping_mul(1_000_000_000).wrapping_add(self.btime.nsec as u64);
+        (ns ^ (ns >> 32)) & 0xffff_ffff
+    }
+
     /// A new inode's attributes: all times `now`, one link (two for a directory).
     pub fn new(ino: Ino, mode: u32, uid: u32, gid: u32, now: Timespec) -> Attr {
         let nlink = if Kind::from_mode(mode) == Some(Kind::Dir) { 2 } else { 1 };
@@ -123,16 +133,23 @@ impl Attr {
     }
 }
 
-/// A directory: entries in creation order under stable readdir cookies.
+/// A directory: entries under stable readdir cookies, which are slots.
 ///
-/// Cookies 1 and 2 are "." and ".."; entries start at 3 and a cookie is never reused
-/// within a mount, so a readdir resumed at a cookie neither repeats nor skips entries
-/// that stayed in place (POSIX readdir under concurrent change).
+/// Cookies 1 and 2 are "." and ".."; entries take slots from 3. An entry keeps its
+/// slot while it stays, so a readdir resumed at a cookie neither repeats nor skips
+/// entries that stayed in place (POSIX readdir under concurrent change). A new name
+/// takes the lowest slot a removal freed, else a new one at the end, as XFS fills the
+/// free space of its directory blocks: a rename removes the old name first, so the new
+/// one lands in the slot it left, behind a reader that just read it. A reader that
+/// renames every entry it reads therefore sees each once and ends; with new slots at
+/// the end for every name it would see its own renames again, without end.
 #[derive(Clone, Debug)]
 pub struct Dir {
     pub parent: Ino,
     entries: BTreeMap<u64, (Vec<u8>, Ino)>,
     names: HashMap<Vec<u8>, u64>,
+    /// Slots below `next_cookie` that removals freed.
+    free: BTreeSet<u64>,
     next_cookie: u64,
 }
 
@@ -140,21 +157,31 @@ pub const FIRST_COOKIE: u64 = 3;
 
 impl Dir {
     pub fn new(parent: Ino) -> Dir {
-        Dir { parent, entries: BTreeMap::new(), names: HashMap::new(), next_cookie: FIRST_COOKIE }
+        Dir {
+            parent,
+            entries: BTreeMap::new(),
+            names: HashMap::new(),
+            free: BTreeSet::new(),
+            next_cookie: FIRST_COOKIE,
+        }
     }
     pub fn get(&self, name: &[u8]) -> Option<Ino> {
         self.names.get(name).map(|c| self.entries[c].1)
     }
     pub fn insert(&mut self, name: &[u8], ino: Ino) {
-        let cookie = self.next_cookie;
-        self.next_cookie += 1;
+        let cookie = self.free.pop_first().unwrap_or_else(|| {
+            self.next_cookie += 1;
+            self.next_cookie - 1
+        });
         if let Some(old) = self.names.insert(name.to_vec(), cookie) {
             self.entries.remove(&old);
+            self.free.insert(old);
         }
         self.entries.insert(cookie, (name.to_vec(), ino));
     }
     pub fn remove(&mut self, name: &[u8]) -> Option<Ino> {
         let c = self.names.remove(name)?;
+        self.free.insert(c);
         self.entries.remove(&c).map(|(_, i)| i)
     }
     pub fn len(&self) -> usize {
@@ -170,6 +197,11 @@ impl Dir {
     pub fn check(&self) -> Result<(), String> {
         if self.entries.len() != self.names.len() {
             return Err("directory name index out of step with its entries".into());
+        }
+        if self.entries.len() + self.free.len() != (self.next_cookie - FIRST_COOKIE) as usize
+            || self.free.iter().any(|c| self.entries.contains_key(c) || *c >= self.next_cookie)
+        {
+            return Err("directory slots: a slot is both free and used, or neither".into());
         }
         for (n, c) in &self.names {
             if self.entries.get(c).map(|e| &e.0) != Some(n) {
@@ -254,16 +286,44 @@ mod tests {
     }
 
     #[test]
-    fn dir_cookies_are_stable_and_never_reused() {
+    fn dir_cookies_are_stable_and_freed_slots_are_reused_lowest_first() {
         let mut d = Dir::new(Ino(1));
-        d.insert(b"a", Ino(2));
-        d.insert(b"b", Ino(3));
+        for (i, n) in [b"a", b"b", b"c"].iter().enumerate() {
+            d.insert(*n, Ino(i as u64 + 2));
+        }
         let first: Vec<u64> = d.after(0).map(|e| e.0).collect();
-        assert_eq!(first, vec![3, 4]);
+        assert_eq!(first, vec![3, 4, 5]);
+        d.remove(b"c");
         d.remove(b"a");
-        d.insert(b"c", Ino(4));
+        d.insert(b"x", Ino(9));
+        assert_eq!(
+            d.after(0).map(|e| (e.0, e.1.to_vec())).collect::<Vec<_>>(),
+            vec![(3, b"x".to_vec()), (4, b"b".to_vec())]
+        );
         let resumed: Vec<&[u8]> = d.after(3).map(|e| e.1).collect();
-        assert_eq!(resumed, vec![b"b".as_slice(), b"c".as_slice()]);
+        assert_eq!(resumed, vec![b"b".as_slice()], "b kept its slot");
+        d.insert(b"y", Ino(10));
+        d.insert(b"z", Ino(11));
+        assert_eq!(d.after(4).map(|e| e.0).collect::<Vec<_>>(), vec![5, 6]);
+        d.check().unwrap();
+    }
+
+    #[test]
+    fn a_reader_that_renames_what_it_reads_sees_each_entry_once() {
+        let mut d = Dir::new(Ino(1));
+        for i in 0..1000u64 {
+            d.insert(format!("f{i}").as_bytes(), Ino(i + 2));
+        }
+        let (mut at, mut seen) = (0, 0);
+        loop {
+            let Some((c, name, ino)) = d.after(at).next().map(|(c, n, i)| (c, n.to_vec(), i)) else { break };
+            seen += 1;
+            // rename(2) within the directory: the old name goes, the new one comes.
+            d.remove(&name);
+            d.insert(format!("r{seen}").as_bytes(), ino);
+            at = c;
+        }
+        assert_eq!(seen, 1000);
         d.check().unwrap();
     }
 }

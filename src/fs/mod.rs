@@ -31,7 +31,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::core::Core;
-pub use self::core::{AtimeMode, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
+pub use self::core::{AtimeMode, Changer, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
 pub use error::{Error, Result};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::{DirEntry, DirFill};
@@ -203,10 +203,9 @@ impl Fs {
         fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr>;
         fn getattr(&self, ino: Ino) -> Result<Attr>;
         fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Attr>;
-        /// Drops file capabilities and, with `suid`, set-user-ID (and set-group-ID
-        /// with group execute), as a write, truncate or chown does; returns whether
-        /// anything changed.
-        fn kill_privs(&self, ino: Ino, suid: bool) -> Result<bool>;
+        /// Drops file capabilities, set-user-ID and set-group-ID as a write, truncate,
+        /// fallocate, copy or chown by `who` does; returns whether anything changed.
+        fn kill_privs(&self, ino: Ino, who: Changer<'_>) -> Result<bool>;
         fn mknod(&self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr>;
         fn mkdir(&self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32) -> Result<Attr>;
         fn symlink(&self, ctx: Ctx, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr>;
@@ -250,6 +249,8 @@ impl Fs {
         fn page_is_bad(&self, pfn: Pfn) -> Result<bool>;
         /// Checkpoints and flushes: the clean-unmount path.
         fn unmount(&self) -> Result<()>;
+        /// Takes new mount options (`mount -o remount`).
+        fn reconfigure(&self, opts: Options) -> Result<()>;
     }
 
     delegate_plain! {

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ use fuser::{
 
 use super::ioctl;
 use crate::dax::Owner;
-use crate::fs::{Attr, Ctx, Dedupe, Error, Fs, Kind, SetAttr, SetTime, Timespec};
+use crate::fs::{AtimeMode, Attr, Changer, Ctx, Dedupe, Error, Fs, Kind, Options, SetAttr, SetTime, Timespec};
 use crate::types::{Ino, Pfn};
 
 /// How long the kernel may cache names and attributes. Every change to them passes
@@ -46,10 +46,13 @@ pub struct DaxFuse {
     /// `FOPEN_KEEP_CACHE` keeps the kernel's page cache across opens: every change to
     /// file data passes through this mount, whose kernel side updates or drops what it
     /// caches (writes, truncate, fallocate, copy_file_range), except memory failures,
-    /// which `invalidate` reports. Not under `strictatime`, whose every read must reach
-    /// daxlink to update atime. Always `FOPEN_NOFLUSH`: `flush` has nothing to do
-    /// (no write-back cache, no locks kept here), so close need not wait for it.
-    open_flags: FopenFlags,
+    /// which `invalidate` reports; see `keeps_cache` (a remount may change it). Always
+    /// `FOPEN_NOFLUSH`: `flush` has nothing to do (no write-back cache, no locks kept
+    /// here), so close need not wait for it.
+    keep_cache: AtomicBool,
+    /// The daemon could open the pool for writing: a read-only mount may become
+    /// read-write (`mount -o remount,rw`).
+    pool_writable: bool,
     /// The kernel's lookup count of each directory it knows.
     dir_refs: DashMap<u64, u64>,
     /// Set once the session exists (it is made after the filesystem).
@@ -114,16 +117,13 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 impl DaxFuse {
-    pub fn new(fs: Arc<Fs>, keep_cache: bool, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
-        let mut open_flags = FopenFlags::FOPEN_NOFLUSH;
-        if keep_cache {
-            open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
+    pub fn new(fs: Arc<Fs>, opts: Options, pool_writable: bool, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
         DaxFuse {
             fs,
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
-            open_flags,
+            keep_cache: AtomicBool::new(keeps_cache(&opts)),
+            pool_writable,
             dir_refs: DashMap::new(),
             notifier,
             killpriv: false,
@@ -136,7 +136,7 @@ impl DaxFuse {
                 if a.kind() == Kind::Dir {
                     self.remember_dir(a.ino);
                 }
-                reply.entry(&TTL, &file_attr(&a), Generation(0))
+                reply.entry(&TTL, &file_attr(&a), Generation(a.generation()))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -175,8 +175,10 @@ impl DaxFuse {
     fn fopen_flags(&self, flags: i32) -> FopenFlags {
         if flags & libc::O_DIRECT != 0 {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_NOFLUSH
+        } else if self.keep_cache.load(Ordering::Relaxed) {
+            FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_KEEP_CACHE
         } else {
-            self.open_flags
+            FopenFlags::FOPEN_NOFLUSH
         }
     }
 }
@@ -191,6 +193,13 @@ impl Filesystem for DaxFuse {
         // Without it, every cached write costs a second round trip: FUSE never sets
         // SB_NOSEC, so the kernel asks for security.capability before each write.
         self.killpriv = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2).is_ok();
+        // File handles that survive the kernel forgetting an inode (NFS export,
+        // open_by_handle_at): the kernel then looks the inode up by number as "." (and
+        // its parent as ".."), and refuses a handle whose generation differs. Inode
+        // numbers are the pool's own, so any of them can be looked up at any time.
+        if config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT).is_err() {
+            log::warn!("the kernel does not offer FUSE_EXPORT_SUPPORT: file handles go stale with the inode cache");
+        }
         Ok(())
     }
 
@@ -233,9 +242,11 @@ impl Filesystem for DaxFuse {
         // fuser does not pass the flag on: a chown always drops set-user-ID, a
         // truncate when the caller lacks CAP_FSETID, taken to mean is not root.
         let chown = uid.is_some() || gid.is_some();
+        let in_group = |g| in_group(req, g);
+        let who = if chown { Changer::Chown } else { changer(req, &in_group) };
         if self.killpriv
             && (chown || size.is_some())
-            && let Err(e) = self.fs.kill_privs(ino(i), chown || req.uid() != 0)
+            && let Err(e) = self.fs.kill_privs(ino(i), who)
         {
             return reply.error(errno(e));
         }
@@ -476,7 +487,7 @@ impl Filesystem for DaxFuse {
         match r {
             Ok(a) => {
                 let fh = self.new_handle(a.ino, flags);
-                reply.created(&TTL, &file_attr(&a), Generation(0), fh, self.fopen_flags(flags))
+                reply.created(&TTL, &file_attr(&a), Generation(a.generation()), fh, self.fopen_flags(flags))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -557,7 +568,9 @@ impl DaxFuse {
         if !self.killpriv && !direct {
             return Ok(());
         }
-        self.drop_privs(i, flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || (!self.killpriv && req.uid() != 0))
+        let in_group = |g| in_group(req, g);
+        let unprivileged = flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || (!self.killpriv && req.uid() != 0);
+        self.drop_privs(i, if unprivileged { Changer::Unprivileged(&in_group) } else { Changer::Privileged })
     }
 
     /// What the kernel's `file_modified` leaves to us under HANDLE_KILLPRIV_V2 before a
@@ -567,13 +580,14 @@ impl DaxFuse {
         if !self.killpriv {
             return Ok(());
         }
-        self.drop_privs(i, req.uid() != 0)
+        let in_group = |g| in_group(req, g);
+        self.drop_privs(i, changer(req, &in_group))
     }
 
     /// `Fs::kill_privs`, and the kernel's cached mode with the bits, which it would
     /// otherwise show for TTL.
-    fn drop_privs(&self, i: Ino, suid: bool) -> crate::fs::Result<()> {
-        if self.fs.kill_privs(i, suid)? {
+    fn drop_privs(&self, i: Ino, who: Changer<'_>) -> crate::fs::Result<()> {
+        if self.fs.kill_privs(i, who)? {
             self.invalidate_attr(i);
         }
         Ok(())
@@ -622,6 +636,18 @@ impl DaxFuse {
                 }
                 ioctl::bytes(&[f.failed.len() as u64, f.owners.len() as u64, f.holder_calls], ioctl::INJECT_LEN)
             }
+            ioctl::DAXLINK_IOC_REMOUNT => {
+                if req.uid() != 0 {
+                    return Err(Errno::EPERM);
+                }
+                let opts = ioctl::decode_remount(input).ok_or(Errno::EINVAL)?;
+                if !opts.read_only && !self.pool_writable {
+                    return Err(Errno::EROFS);
+                }
+                self.fs.reconfigure(opts).map_err(errno)?;
+                self.keep_cache.store(keeps_cache(&opts), Ordering::Relaxed);
+                Vec::new()
+            }
             ioctl::DAXLINK_IOC_POISON => {
                 let at = ioctl::PoisonCursor { pfn: Pfn(arg(0)?), owner: arg(1)? };
                 ioctl::encode_poison(&self.fs.bad_pages(), at)
@@ -667,6 +693,30 @@ pub fn invalidate(n: &Notifier, owners: &[Owner]) {
             log::warn!("invalidating inode {} at block {}: {e}", o.ino, o.index);
         }
     }
+}
+
+/// Whether handles keep the kernel's page cache across opens: not under
+/// `strictatime`, whose every read must reach daxlink to update atime.
+fn keeps_cache(opts: &Options) -> bool {
+    opts.atime != AtimeMode::Strict
+}
+
+/// A caller as a changer of privileges: root is taken to hold `CAP_FSETID` (FUSE tells
+/// the uid, not the capabilities).
+fn changer<'a>(req: &Request, in_group: &'a dyn Fn(u32) -> bool) -> Changer<'a> {
+    if req.uid() == 0 { Changer::Privileged } else { Changer::Unprivileged(in_group) }
+}
+
+/// Whether the caller is in group `gid`: its fsgid, or one of its supplementary groups
+/// (`Groups:` in /proc/PID/status, which is all FUSE offers of them; a caller gone
+/// since counts as outside), as `in_group_p` checks.
+fn in_group(req: &Request, gid: u32) -> bool {
+    req.gid() == gid
+        || std::fs::read_to_string(format!("/proc/{}/status", req.pid())).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+        })
 }
 
 /// Whether `uid`/`gid` may read an inode with these attributes (primary group only).

@@ -3,7 +3,7 @@
 //! ioctl number (`_IOR`/`_IOW`/`_IOWR`). All fields are little-endian u64s.
 
 use crate::dax::PageState;
-use crate::fs::{BadPage, Mapping, Stats};
+use crate::fs::{AtimeMode, BadPage, Mapping, Options, Stats};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// The ioctl "type" byte of daxlink.
@@ -57,6 +57,31 @@ pub const DAXLINK_IOC_INJECT: u32 = ioc(IOC_READ | IOC_WRITE, 6, INJECT_LEN);
 pub const POISON_MAX: usize = 512;
 pub const POISON_LEN: usize = 4 * 8 + POISON_MAX * 3 * 8;
 pub const DAXLINK_IOC_POISON: u32 = ioc(IOC_READ | IOC_WRITE, 7, POISON_LEN);
+
+/// `mount -o remount` (root only): in `[read_only, atime, dir_atime]`, atime 0 relatime,
+/// 1 strictatime, 2 noatime.
+pub const REMOUNT_LEN: usize = 3 * 8;
+pub const DAXLINK_IOC_REMOUNT: u32 = ioc(IOC_WRITE, 8, REMOUNT_LEN);
+
+pub fn encode_remount(o: &Options) -> Vec<u8> {
+    let atime = match o.atime {
+        AtimeMode::Relatime => 0,
+        AtimeMode::Strict => 1,
+        AtimeMode::Never => 2,
+    };
+    bytes(&[o.read_only as u64, atime, o.dir_atime as u64], REMOUNT_LEN)
+}
+
+pub fn decode_remount(b: &[u8]) -> Option<Options> {
+    let w = words(b);
+    let atime = match *w.get(1)? {
+        0 => AtimeMode::Relatime,
+        1 => AtimeMode::Strict,
+        2 => AtimeMode::Never,
+        _ => return None,
+    };
+    Some(Options { read_only: *w.first()? != 0, atime, dir_atime: *w.get(2)? != 0 })
+}
 
 /// Little-endian u64 words of an ioctl buffer; short input reads as missing.
 pub fn words(b: &[u8]) -> Vec<u64> {
@@ -222,6 +247,7 @@ mod tests {
             (DAXLINK_IOC_UNSHARE, UNSHARE_LEN),
             (DAXLINK_IOC_INJECT, INJECT_LEN),
             (DAXLINK_IOC_POISON, POISON_LEN),
+            (DAXLINK_IOC_REMOUNT, REMOUNT_LEN),
         ] {
             assert_eq!(((cmd >> 16) & 0x3fff) as usize, len);
             assert!(len < 1 << 14);
@@ -244,6 +270,16 @@ mod tests {
         let (rest, none) = decode_extents(&encode_extents(&all, next.unwrap())).unwrap();
         assert_eq!(rest, all[EXTENTS_MAX..]);
         assert_eq!(none, None);
+    }
+
+    #[test]
+    fn remount_options_roundtrip_and_bad_ones_are_refused() {
+        for atime in [AtimeMode::Relatime, AtimeMode::Strict, AtimeMode::Never] {
+            let o = Options { read_only: true, atime, dir_atime: false };
+            let back = decode_remount(&encode_remount(&o)).unwrap();
+            assert_eq!((back.read_only, back.atime, back.dir_atime), (true, atime, false));
+        }
+        assert!(decode_remount(&bytes(&[0, 7, 1], REMOUNT_LEN)).is_none());
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct MountConfig {
     pub threads: usize,
     /// Where the detached daemon's log goes (memory failures, errors).
     pub log: Option<PathBuf>,
+    /// `-o remount`: reconfigure the live mount at `mountpoint` instead of mounting.
+    pub remount: bool,
+    /// Options given that only a fresh mount can apply (named in a remount's refusal).
+    pub fixed: Vec<String>,
     kernel: Vec<MountOption>,
 }
 
@@ -40,6 +44,8 @@ impl MountConfig {
             subtype: true,
             threads: 4,
             log: None,
+            remount: false,
+            fixed: Vec::new(),
             kernel: Vec::new(),
         }
     }
@@ -93,12 +99,21 @@ impl MountConfig {
                 }
                 "nosubtype" => {
                     self.subtype = false;
+                    self.fixed.push(opt.into());
                     None
                 }
+                "remount" => {
+                    self.remount = true;
+                    None
+                }
+                // The kernel's own FUSE options, which mount(8) hands back from
+                // /proc/mounts on a remount; the daemon always sets them itself.
                 "default_permissions" => None,
+                o if o.starts_with("user_id=") || o.starts_with("group_id=") => None,
                 o if FSTAB_ONLY.contains(&o) || o.starts_with("x-") || o.starts_with("comment=") => None,
                 o if o.starts_with("log=") && o.len() > 4 => {
                     self.log = Some(PathBuf::from(&o[4..]));
+                    self.fixed.push(opt.into());
                     None
                 }
                 o if o.starts_with("threads=") => {
@@ -107,6 +122,7 @@ impl MountConfig {
                         .ok()
                         .filter(|n| (1..=64).contains(n))
                         .ok_or_else(|| format!("mount option '{o}': threads must be 1 to 64"))?;
+                    self.fixed.push(opt.into());
                     None
                 }
                 o => return Err(format!("unknown mount option '{o}'")),
@@ -117,6 +133,35 @@ impl MountConfig {
             }
         }
         Ok(())
+    }
+
+    /// The mount(2) flags of a remount to these options: the superblock's (read-only,
+    /// sync) and the mount's (nodev, nosuid, noexec, atime), all in one call, as
+    /// `do_remount` applies both.
+    pub fn remount_flags(&self) -> libc::c_ulong {
+        let mut f = libc::MS_REMOUNT;
+        for k in &self.kernel {
+            f |= match k {
+                MountOption::NoDev => libc::MS_NODEV,
+                MountOption::NoSuid => libc::MS_NOSUID,
+                MountOption::NoExec => libc::MS_NOEXEC,
+                MountOption::Sync => libc::MS_SYNCHRONOUS,
+                MountOption::DirSync => libc::MS_DIRSYNC,
+                _ => 0,
+            };
+        }
+        if self.fs.read_only {
+            f |= libc::MS_RDONLY;
+        }
+        f |= match self.fs.atime {
+            AtimeMode::Relatime => libc::MS_RELATIME,
+            AtimeMode::Strict => libc::MS_STRICTATIME,
+            AtimeMode::Never => libc::MS_NOATIME,
+        };
+        if !self.fs.dir_atime {
+            f |= libc::MS_NODIRATIME;
+        }
+        f
     }
 
     fn fuser_config(&self) -> Config {
@@ -153,13 +198,14 @@ fn conflicts(a: &MountOption, b: &MountOption) -> bool {
     ) || a == b
 }
 
-/// Mounts `fs` and returns the session, ready to run.
-pub fn mount(fs: Arc<Fs>, cfg: &MountConfig) -> io::Result<Session<DaxFuse>> {
+/// Mounts `fs` and returns the session, ready to run. `pool_writable`: the daemon holds
+/// the pool open for writing, so a read-only mount may be remounted read-write.
+pub fn mount(fs: Arc<Fs>, cfg: &MountConfig, pool_writable: bool) -> io::Result<Session<DaxFuse>> {
     let notifier = Arc::new(OnceLock::new());
-    let keep_cache = cfg.fs.atime != AtimeMode::Strict;
     let (sink, failures) = mpsc::channel::<Failure>();
     fs.set_failure_sink(sink);
-    let session = Session::new(DaxFuse::new(fs, keep_cache, notifier.clone()), &cfg.mountpoint, &cfg.fuser_config())?;
+    let fuse = DaxFuse::new(fs, cfg.fs, pool_writable, notifier.clone());
+    let session = Session::new(fuse, &cfg.mountpoint, &cfg.fuser_config())?;
     let n = session.notifier();
     let _ = notifier.set(n.clone());
     // Failures found by a request's own access, or reported by the kernel, are
