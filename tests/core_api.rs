@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use daxlink::arena::{Geometry, MemMedia};
 use daxlink::dax::PageState;
 use daxlink::fs::{
-    Changer, Error, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, Fs, Kind, Options,
-    RENAME_EXCHANGE, RENAME_NOREPLACE, SetAttr, SetTime, Timespec, XATTR_CREATE, XATTR_REPLACE,
+    Changer, Ctx, Error, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, Fs, Kind, Options,
+    RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, SetAttr, SetTime, Timespec, XATTR_CREATE, XATTR_REPLACE,
 };
 use daxlink::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
@@ -531,8 +531,8 @@ fn enametoolong() {
     assert_eq!(errno(p.fs.rmdir(r, &long)), libc::ENAMETOOLONG);
     let f = p.fs.mknod(ROOT, r, &max, libc::S_IFREG | 0o644, 0).expect("255 bytes is allowed").ino;
     assert_eq!(errno(p.fs.link(f, r, &long)), libc::ENAMETOOLONG);
-    assert_eq!(errno(p.fs.rename(r, &max, r, &long, 0)), libc::ENAMETOOLONG);
-    assert_eq!(errno(p.fs.rename(r, &long, r, b"z", 0)), libc::ENAMETOOLONG);
+    assert_eq!(errno(p.fs.rename(ROOT, r, &max, r, &long, 0)), libc::ENAMETOOLONG);
+    assert_eq!(errno(p.fs.rename(ROOT, r, &long, r, b"z", 0)), libc::ENAMETOOLONG);
     // PATH_MAX for symlink targets.
     assert_eq!(errno(p.fs.symlink(ROOT, r, b"s", &vec![b'a'; 4097])), libc::ENAMETOOLONG);
     let s = p.fs.symlink(ROOT, r, b"s", &vec![b'a'; 4096]).unwrap().ino;
@@ -600,7 +600,7 @@ fn rename_over_existing_file_replaces_it_and_frees_its_pages() {
     let b = p.create(Ino::ROOT, "b");
     p.write_all(a, 0, b"from a");
     p.write_all(b, 0, &pattern(1, 4 * PAGE as usize));
-    p.fs.rename(Ino::ROOT, b"a", Ino::ROOT, b"b", 0).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"a", Ino::ROOT, b"b", 0).unwrap();
     assert_eq!(p.fs.lookup(Ino::ROOT, b"b").unwrap().ino, a);
     assert_eq!(errno(p.fs.lookup(Ino::ROOT, b"a")), libc::ENOENT);
     assert_eq!(errno(p.fs.getattr(b)), libc::ENOENT, "the replaced inode must be freed");
@@ -618,7 +618,7 @@ fn rename_replacing_open_file_keeps_it_readable_until_release() {
     let b = p.create(Ino::ROOT, "b");
     p.write_all(b, 0, b"old b");
     p.fs.open_inode(b).unwrap();
-    p.fs.rename(Ino::ROOT, b"a", Ino::ROOT, b"b", 0).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"a", Ino::ROOT, b"b", 0).unwrap();
     assert_eq!(p.read_all(b), b"old b");
     assert_eq!(p.fs.getattr(b).unwrap().nlink, 0);
     p.assert_consistent();
@@ -633,15 +633,47 @@ fn rename_noreplace_refuses_existing_target() {
     let p = Pool::new(32 * MIB);
     let a = p.create(Ino::ROOT, "a");
     let b = p.create(Ino::ROOT, "b");
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"a", Ino::ROOT, b"b", RENAME_NOREPLACE)), libc::EEXIST);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"a", Ino::ROOT, b"b", RENAME_NOREPLACE)), libc::EEXIST);
     assert_eq!(p.fs.lookup(Ino::ROOT, b"a").unwrap().ino, a);
     assert_eq!(p.fs.lookup(Ino::ROOT, b"b").unwrap().ino, b);
-    p.fs.rename(Ino::ROOT, b"a", Ino::ROOT, b"c", RENAME_NOREPLACE).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"a", Ino::ROOT, b"c", RENAME_NOREPLACE).unwrap();
     assert_eq!(p.fs.lookup(Ino::ROOT, b"c").unwrap().ino, a);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"c", Ino::ROOT, b"d", RENAME_NOREPLACE | RENAME_EXCHANGE)), libc::EINVAL);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"c", Ino::ROOT, b"d", RENAME_EXCHANGE)), libc::ENOENT);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"c", Ino::ROOT, b"d", 0x80)), libc::EINVAL);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"zz", Ino::ROOT, b"d", 0)), libc::ENOENT);
+    assert_eq!(
+        errno(p.fs.rename(ROOT, Ino::ROOT, b"c", Ino::ROOT, b"d", RENAME_NOREPLACE | RENAME_EXCHANGE)),
+        libc::EINVAL
+    );
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"c", Ino::ROOT, b"d", RENAME_EXCHANGE)), libc::ENOENT);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"c", Ino::ROOT, b"d", 0x80)), libc::EINVAL);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"zz", Ino::ROOT, b"d", 0)), libc::ENOENT);
+}
+
+/// RENAME_WHITEOUT (overlayfs): the source name becomes a character device 0:0 owned
+/// by the caller, in the same transaction as the rename; with NOREPLACE onto an
+/// existing name nothing changes; with EXCHANGE it is EINVAL, as renameat2(2) says.
+#[test]
+fn rename_whiteout_leaves_a_whiteout_device_at_the_source() {
+    let p = Pool::new(32 * MIB);
+    let d = p.mkdir(Ino::ROOT, "d");
+    let a = p.create(d, "a");
+    let b = p.create(d, "b");
+    let user = Ctx { uid: 1000, gid: 1000 };
+    assert_eq!(errno(p.fs.rename(user, d, b"a", d, b"b", RENAME_WHITEOUT | RENAME_NOREPLACE)), libc::EEXIST);
+    assert_eq!(errno(p.fs.rename(user, d, b"a", d, b"b", RENAME_WHITEOUT | RENAME_EXCHANGE)), libc::EINVAL);
+    assert_eq!(p.names(d), vec!["a", "b"], "a refused rename changed the directory");
+    p.fs.rename(user, d, b"a", Ino::ROOT, b"moved", RENAME_WHITEOUT).unwrap();
+    assert_eq!(p.fs.lookup(Ino::ROOT, b"moved").unwrap().ino, a);
+    let w = p.fs.lookup(d, b"a").unwrap();
+    assert_ne!(w.ino, a);
+    assert_eq!((w.mode, w.rdev, w.uid, w.gid, w.nlink), (libc::S_IFCHR, 0, 1000, 1000, 1), "not a whiteout");
+    p.fs.rename(user, d, b"b", d, b"c", RENAME_WHITEOUT).unwrap();
+    assert_eq!(p.fs.lookup(d, b"c").unwrap().ino, b);
+    assert_eq!(p.fs.lookup(d, b"b").unwrap().mode, libc::S_IFCHR);
+    p.fs.sync().unwrap();
+    let p = p.crash();
+    let mut names = p.names(d);
+    names.sort();
+    assert_eq!(names, vec!["a", "b", "c"], "the whiteouts must be durable with their renames");
+    p.assert_consistent();
 }
 
 #[test]
@@ -649,9 +681,9 @@ fn rename_directory_into_its_own_subtree_is_einval() {
     let p = Pool::new(32 * MIB);
     let a = p.mkdir(Ino::ROOT, "a");
     let b = p.mkdir(a, "b");
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"a", b, b"x", 0)), libc::EINVAL);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"a", a, b"x", 0)), libc::EINVAL);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"a", a, b"b", RENAME_EXCHANGE)), libc::EINVAL);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"a", b, b"x", 0)), libc::EINVAL);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"a", a, b"x", 0)), libc::EINVAL);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"a", a, b"b", RENAME_EXCHANGE)), libc::EINVAL);
     assert_eq!(p.fs.lookup(Ino::ROOT, b"a").unwrap().ino, a);
     p.assert_consistent();
 }
@@ -664,17 +696,17 @@ fn rename_directory_types_and_emptiness_are_checked() {
     let full = p.mkdir(Ino::ROOT, "full");
     p.create(full, "x");
     p.create(Ino::ROOT, "f");
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"d1", Ino::ROOT, b"f", 0)), libc::ENOTDIR);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"f", Ino::ROOT, b"d1", 0)), libc::EISDIR);
-    assert_eq!(errno(p.fs.rename(Ino::ROOT, b"d1", Ino::ROOT, b"full", 0)), libc::ENOTEMPTY);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"d1", Ino::ROOT, b"f", 0)), libc::ENOTDIR);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"f", Ino::ROOT, b"d1", 0)), libc::EISDIR);
+    assert_eq!(errno(p.fs.rename(ROOT, Ino::ROOT, b"d1", Ino::ROOT, b"full", 0)), libc::ENOTEMPTY);
     // Over an empty directory: replaces it, one subdirectory fewer in the root.
     let sub = p.mkdir(d1, "sub");
-    p.fs.rename(Ino::ROOT, b"d1", Ino::ROOT, b"d2", 0).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"d1", Ino::ROOT, b"d2", 0).unwrap();
     assert_eq!(errno(p.fs.getattr(d2)), libc::ENOENT);
     assert_eq!(p.fs.lookup(Ino::ROOT, b"d2").unwrap().ino, d1);
     assert_eq!(p.fs.getattr(Ino::ROOT).unwrap().nlink, 2 + 2, "root holds d2 and full");
     // Across directories: link counts move with the directory.
-    p.fs.rename(d1, b"sub", full, b"sub", 0).unwrap();
+    p.fs.rename(ROOT, d1, b"sub", full, b"sub", 0).unwrap();
     assert_eq!(p.fs.getattr(d1).unwrap().nlink, 2);
     assert_eq!(p.fs.getattr(full).unwrap().nlink, 3);
     assert_eq!(p.fs.lookup(sub, b"..").unwrap().ino, full);
@@ -691,7 +723,7 @@ fn rename_exchange_swaps_directories_and_fixes_dotdot() {
     let d = p.mkdir(Ino::ROOT, "d");
     let e = p.mkdir(d, "e");
     p.create(e, "inside_e");
-    p.fs.rename(Ino::ROOT, b"a", d, b"e", RENAME_EXCHANGE).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"a", d, b"e", RENAME_EXCHANGE).unwrap();
     let check = |p: &Pool| {
         assert_eq!(p.fs.lookup(Ino::ROOT, b"a").unwrap().ino, e);
         assert_eq!(p.fs.lookup(d, b"e").unwrap().ino, a);
@@ -717,7 +749,7 @@ fn rename_exchange_of_directory_and_file_moves_link_counts() {
     let d = p.mkdir(Ino::ROOT, "d");
     let f = p.create(d, "f");
     assert_eq!(p.fs.getattr(Ino::ROOT).unwrap().nlink, 4);
-    p.fs.rename(Ino::ROOT, b"a", d, b"f", RENAME_EXCHANGE).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"a", d, b"f", RENAME_EXCHANGE).unwrap();
     assert_eq!(p.fs.lookup(Ino::ROOT, b"a").unwrap().ino, f);
     assert_eq!(p.fs.lookup(d, b"f").unwrap().ino, a);
     assert_eq!(p.fs.getattr(Ino::ROOT).unwrap().nlink, 3, "the root lost a subdirectory");
@@ -732,10 +764,10 @@ fn rename_between_hard_links_of_one_inode_does_nothing() {
     let p = Pool::new(32 * MIB);
     let f = p.create(Ino::ROOT, "a");
     p.fs.link(f, Ino::ROOT, b"b").unwrap();
-    p.fs.rename(Ino::ROOT, b"a", Ino::ROOT, b"b", 0).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"a", Ino::ROOT, b"b", 0).unwrap();
     assert_eq!(p.names(Ino::ROOT), vec!["a", "b"], "rename(2) between links of one inode is a no-op");
     assert_eq!(p.fs.getattr(f).unwrap().nlink, 2);
-    p.fs.rename(Ino::ROOT, b"a", Ino::ROOT, b"a", 0).unwrap();
+    p.fs.rename(ROOT, Ino::ROOT, b"a", Ino::ROOT, b"a", 0).unwrap();
     assert_eq!(p.names(Ino::ROOT), vec!["a", "b"]);
     p.assert_consistent();
 }
@@ -1096,7 +1128,7 @@ fn read_only_mount_refuses_changes_with_erofs_and_writes_nothing() {
     assert_eq!(errno(ro.fs.setattr(f, SetAttr { size: Some(0), ..Default::default() })), libc::EROFS);
     assert_eq!(errno(ro.fs.fallocate(f, 0, 0, 10)), libc::EROFS);
     assert_eq!(errno(ro.fs.unlink(r, b"f")), libc::EROFS);
-    assert_eq!(errno(ro.fs.rename(r, b"f", r, b"g", 0)), libc::EROFS);
+    assert_eq!(errno(ro.fs.rename(ROOT, r, b"f", r, b"g", 0)), libc::EROFS);
     assert_eq!(errno(ro.fs.link(f, r, b"g")), libc::EROFS);
     assert_eq!(errno(ro.fs.setxattr(f, b"user.a", b"v", 0)), libc::EROFS);
     ro.fs.sync().unwrap();
@@ -1168,12 +1200,12 @@ fn errno_precedence_follows_linux_when_several_errors_apply() {
     let cases: Vec<(&str, i32, i32)> = vec![
         (
             "rename(a/f -> a): the target is an ancestor of the source (do_renameat2: ENOTEMPTY before vfs_rename's EISDIR)",
-            errno(p.fs.rename(a, b"f", r, b"a", 0)),
+            errno(p.fs.rename(ROOT, a, b"f", r, b"a", 0)),
             libc::ENOTEMPTY,
         ),
         (
             "rename(a -> a/sub, NOREPLACE): an existing target is EEXIST before the subtree check",
-            errno(p.fs.rename(r, b"a", a, b"sub", RENAME_NOREPLACE)),
+            errno(p.fs.rename(ROOT, r, b"a", a, b"sub", RENAME_NOREPLACE)),
             libc::EEXIST,
         ),
         (
@@ -1211,7 +1243,7 @@ fn noop_errors_leave_the_fs_consistent() {
     let p = Pool::new(32 * MIB);
     let f = p.create(Ino::ROOT, "f");
     let _ = p.fs.write(f, TIB8, b"x", false);
-    let _ = p.fs.rename(Ino::ROOT, b"f", Ino::ROOT, b"f/x", 0);
+    let _ = p.fs.rename(ROOT, Ino::ROOT, b"f", Ino::ROOT, b"f/x", 0);
     let _ = p.fs.setxattr(f, b"bad", b"v", 0);
     let _ = p.fs.rmdir(Ino::ROOT, b"f");
     assert!(matches!(p.fs.unlink(Ino::ROOT, b"nope"), Err(Error::NotFound)));
@@ -1641,7 +1673,7 @@ fn record_history() -> History {
         ),
         ("setxattr d/a", Box::new(move |fs| fs.setxattr(file(fs, "d/a"), b"user.x", b"value", 0).unwrap())),
         ("sync", Box::new(|fs| fs.sync().unwrap())),
-        ("rename b -> d/bb", Box::new(move |fs| fs.rename(r, b"b", file(fs, "d"), b"bb", 0).unwrap())),
+        ("rename b -> d/bb", Box::new(move |fs| fs.rename(ROOT, r, b"b", file(fs, "d"), b"bb", 0).unwrap())),
         ("unlink c", Box::new(move |fs| fs.unlink(r, b"c").unwrap())),
         ("fallocate d/a", Box::new(move |fs| fs.fallocate(file(fs, "d/a"), FALLOC_FL_KEEP_SIZE, 0, 65536).unwrap())),
         (
@@ -1656,14 +1688,14 @@ fn record_history() -> History {
                 fs.mkdir(ROOT, r, b"e", 0o755).unwrap();
             }),
         ),
-        ("rename d -> e/d", Box::new(move |fs| fs.rename(r, b"d", file(fs, "e"), b"d", 0).unwrap())),
+        ("rename d -> e/d", Box::new(move |fs| fs.rename(ROOT, r, b"d", file(fs, "e"), b"d", 0).unwrap())),
         (
             "symlink s",
             Box::new(move |fs| {
                 fs.symlink(ROOT, r, b"s", b"e/d/a").unwrap();
             }),
         ),
-        ("exchange s and e", Box::new(move |fs| fs.rename(r, b"s", r, b"e", RENAME_EXCHANGE).unwrap())),
+        ("exchange s and e", Box::new(move |fs| fs.rename(ROOT, r, b"s", r, b"e", RENAME_EXCHANGE).unwrap())),
         (
             "create k",
             Box::new(move |fs| {

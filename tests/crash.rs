@@ -119,7 +119,7 @@ fn run(fs: &Fs, op: &Op) {
         }
         Op::Fallocate(p, mode, off, len) => file(p).map(|f| fs.fallocate(f.1, *mode, *off, *len)),
         Op::Rename(a, b, flags) => match (file(a), resolve(fs, b)) {
-            (Some(s), Some(d)) => Some(fs.rename(s.0, &s.2, d.0, &d.2, *flags)),
+            (Some(s), Some(d)) => Some(fs.rename(CTX, s.0, &s.2, d.0, &d.2, *flags)),
             _ => None,
         },
         Op::Link(a, b) => match (file(a), resolve(fs, b)) {

@@ -1032,7 +1032,7 @@ impl Run {
         };
         self.note(format!("rename {sp}/{} -> {dp}/{} flags {flags}", name(&sn), name(&dn)));
         let want = self.rename_want(sp, &sn, dp, &dn, flags);
-        let got = self.fs.rename(sp, &sn, dp, &dn, flags);
+        let got = self.fs.rename(ROOT, sp, &sn, dp, &dn, flags);
         self.expect("rename", &got, want);
         if got.is_err() {
             return;

@@ -213,7 +213,7 @@ impl Fs {
         fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr>;
         fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()>;
         fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()>;
-        fn rename(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> Result<()>;
+        fn rename(&self, ctx: Ctx, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> Result<()>;
         /// Entries after readdir cookie `offset` ("." is 1, ".." is 2), at most `max`.
         fn readdir(&self, ino: Ino, offset: u64, max: usize) -> Result<Vec<DirEntry>>;
         /// The same entries, each handed to `add` (cookie, inode, kind, name) without a

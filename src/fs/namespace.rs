@@ -52,6 +52,19 @@ impl Core {
         self.getattr(ino)
     }
 
+    /// A new inode's attributes under `parent`: the caller's ids, but the group of a
+    /// set-group-ID directory (and its bit, for a directory).
+    fn new_attr(&self, ctx: Ctx, parent: Ino, mode: u32, now: Timespec) -> Result<Attr> {
+        let pattr = self.inode(parent)?.attr;
+        let setgid_dir = pattr.mode & libc::S_ISGID != 0;
+        let mut mode = mode;
+        if setgid_dir && Kind::from_mode(mode) == Some(Kind::Dir) {
+            mode |= libc::S_ISGID;
+        }
+        let gid = if setgid_dir { pattr.gid } else { ctx.gid };
+        Ok(Attr::new(Ino(self.st.next_ino), mode, ctx.uid, gid, now))
+    }
+
     /// Creates an inode of any kind under `parent`.
     fn create(
         &mut self,
@@ -77,17 +90,7 @@ impl Core {
             return Err(Error::TooManyLinks);
         }
         let now = Timespec::now();
-        let setgid_dir = pattr.mode & libc::S_ISGID != 0;
-        let mut mode = mode;
-        if setgid_dir && kind == Kind::Dir {
-            mode |= libc::S_ISGID;
-        }
-        let gid = if setgid_dir { pattr.gid } else { ctx.gid };
-        let attr = Attr {
-            size: target.map_or(0, |t| t.len() as u64),
-            rdev,
-            ..Attr::new(Ino(self.st.next_ino), mode, ctx.uid, gid, now)
-        };
+        let attr = Attr { size: target.map_or(0, |t| t.len() as u64), rdev, ..self.new_attr(ctx, parent, mode, now)? };
         let mut tx = Tx::new();
         tx.create(attr);
         if let Some(t) = target {
@@ -233,13 +236,24 @@ impl Core {
     }
 
     /// renameat2(2), with RENAME_NOREPLACE and RENAME_EXCHANGE.
-    pub fn rename(&mut self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> Result<()> {
+    /// rename(2)/renameat2(2). With `RENAME_WHITEOUT` the source name becomes a whiteout
+    /// (a character device 0:0 owned by `ctx`, what overlayfs takes for a deleted lower
+    /// entry) in the same transaction, as `vfs_rename` expects of the filesystem.
+    pub fn rename(
+        &mut self,
+        ctx: Ctx,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<()> {
         self.writable()?;
-        if flags & RENAME_WHITEOUT != 0 {
-            return Err(Error::NotSupported);
-        }
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
-            || flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0
+        // do_renameat2 refuses these combinations before the filesystem sees them;
+        // renameat2(2): EINVAL for an unknown flag or an invalid combination.
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0
+            || exchange && flags & (RENAME_NOREPLACE | RENAME_WHITEOUT) != 0
         {
             return Err(Error::Invalid);
         }
@@ -311,6 +325,13 @@ impl Core {
             self.touch_dir(&mut tx, new_parent, now, new_parent_delta)?;
         }
         tx.attr(&self.st, src)?.ctime = now;
+        if flags & RENAME_WHITEOUT != 0 {
+            // WHITEOUT_MODE and WHITEOUT_DEV are 0; the owner is the caller, as for
+            // any new inode (ext4_whiteout_for_rename).
+            let whiteout = self.new_attr(ctx, parent, libc::S_IFCHR, now)?;
+            tx.create(whiteout);
+            tx.push(Record::Link { dir: parent, name: name.to_vec(), ino: whiteout.ino });
+        }
         self.commit_tx(tx)
     }
 

@@ -294,7 +294,7 @@ impl Filesystem for DaxFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -303,7 +303,7 @@ impl Filesystem for DaxFuse {
         reply: ReplyEmpty,
     ) {
         Self::empty(
-            self.fs.rename(ino(parent), name.as_bytes(), ino(newparent), newname.as_bytes(), flags.bits()),
+            self.fs.rename(ctx(req), ino(parent), name.as_bytes(), ino(newparent), newname.as_bytes(), flags.bits()),
             reply,
         )
     }
