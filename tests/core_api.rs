@@ -2035,3 +2035,70 @@ fn a_clone_waits_for_a_write_copying_without_the_lock() {
     assert_eq!(fs.read(f, 0, len as u64).unwrap(), vec![2; len]);
     fs.check().unwrap();
 }
+
+/// File attribute flags (`chattr +i`, `+a`): the core refuses with EPERM what the VFS
+/// would refuse on ext4 or XFS, since the kernel leaves that to a FUSE server.
+#[test]
+fn immutable_and_append_only_inodes_refuse_what_the_vfs_refuses() {
+    use daxlink::fs::inode::{FL_APPEND, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP};
+    let p = Pool::new(32 * MIB);
+    let d = p.mkdir(Ino::ROOT, "d");
+    let f = p.create(d, "f");
+    p.write_all(f, 0, b"0123456789");
+    let perm = |r: daxlink::Result<()>| assert_eq!(r.map_err(|e| e.errno()), Err(libc::EPERM));
+    let set = |mode: u32| SetAttr { mode: Some(mode), ..Default::default() };
+    assert_eq!(errno(p.fs.set_flags(f, 0x1000_0000).map(drop)), libc::EOPNOTSUPP, "unknown flags are refused");
+
+    p.fs.set_flags(f, FL_IMMUTABLE | FL_NODUMP).unwrap();
+    assert_eq!(p.fs.getattr(f).unwrap().flags, FL_IMMUTABLE | FL_NODUMP);
+    perm(p.fs.write(f, 0, b"x", false).map(drop));
+    perm(p.fs.write(f, 10, b"x", true).map(drop));
+    perm(p.fs.setattr(f, set(0o600)).map(drop));
+    perm(p.fs.setattr(f, SetAttr { size: Some(0), ..Default::default() }).map(drop));
+    perm(p.fs.setattr(f, SetAttr { mtime: Some(SetTime::Now), ..Default::default() }).map(drop));
+    perm(p.fs.setxattr(f, b"user.x", b"v", 0));
+    perm(p.fs.fallocate(f, 0, 0, 4096));
+    perm(p.fs.link(f, d, b"g").map(drop));
+    perm(p.fs.unlink(d, b"f"));
+    perm(p.fs.rename(ROOT, d, b"f", d, b"h", 0));
+    perm(p.fs.may_open_for_write(f, false, false));
+    assert_eq!(p.read_all(f), b"0123456789", "an immutable file changed");
+
+    p.fs.set_flags(f, FL_APPEND).unwrap();
+    perm(p.fs.write(f, 3, b"x", false).map(drop));
+    assert_eq!(p.fs.write(f, 0, b"ab", true).unwrap(), 2, "an append-only file takes appends");
+    assert_eq!(p.fs.write(f, 12, b"cd", false).unwrap(), 2, "a write at EOF is an append");
+    perm(p.fs.setattr(f, SetAttr { size: Some(1), ..Default::default() }).map(drop));
+    perm(p.fs.setattr(f, set(0o600)).map(drop));
+    perm(p.fs.fallocate(f, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, 4096));
+    perm(p.fs.may_open_for_write(f, false, false));
+    perm(p.fs.may_open_for_write(f, true, true));
+    p.fs.may_open_for_write(f, true, false).unwrap();
+    p.fs.setattr(f, SetAttr { mtime: Some(SetTime::Now), ..Default::default() }).unwrap();
+    perm(p.fs.unlink(d, b"f"));
+    assert_eq!(p.read_all(f), b"0123456789abcd");
+
+    // A directory: immutable takes no new or removed names; append-only takes new ones.
+    p.fs.set_flags(f, 0).unwrap();
+    p.fs.set_flags(d, FL_IMMUTABLE).unwrap();
+    perm(p.fs.mknod(ROOT, d, b"n", libc::S_IFREG | 0o644, 0).map(drop));
+    perm(p.fs.unlink(d, b"f"));
+    perm(p.fs.rename(ROOT, Ino::ROOT, b"d", Ino::ROOT, b"e", 0));
+    p.fs.set_flags(d, FL_APPEND).unwrap();
+    p.fs.mknod(ROOT, d, b"n", libc::S_IFREG | 0o644, 0).unwrap();
+    perm(p.fs.unlink(d, b"n"));
+    perm(p.fs.rename(ROOT, d, b"n", Ino::ROOT, b"n", 0));
+    p.fs.set_flags(d, 0).unwrap();
+    p.fs.unlink(d, b"n").unwrap();
+
+    // noatime: reads leave atime alone; every flag survives a crash.
+    p.fs.set_flags(f, FL_NOATIME | FL_NODUMP).unwrap();
+    let old = Timespec { sec: 1000, nsec: 0 };
+    p.fs.setattr(f, SetAttr { atime: Some(SetTime::At(old)), ..Default::default() }).unwrap();
+    p.fs.read(f, 0, 4).unwrap();
+    assert_eq!(p.fs.getattr(f).unwrap().atime, old, "a noatime file's atime moved");
+    p.fs.sync().unwrap();
+    let p = p.crash();
+    assert_eq!(p.fs.getattr(f).unwrap().flags, FL_NOATIME | FL_NODUMP);
+    p.assert_consistent();
+}

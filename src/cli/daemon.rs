@@ -139,14 +139,28 @@ fn remount(cfg: &MountConfig) -> Result<(), String> {
         .rfind(|m| m.target == cfg.mountpoint)
         .filter(|m| m.source == cfg.pool)
         .ok_or_else(|| format!("not a mount of {}", cfg.pool.display()))?;
-    let mut fixed = cfg.fixed.clone();
+    let root = File::open(&cfg.mountpoint).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; ioctl::MOUNT_INFO_LEN];
+    ioctl_rw(&root, ioctl::DAXLINK_IOC_MOUNT_INFO, &mut buf).map_err(|e| format!("asking the daemon: {e}"))?;
+    let (pid, now) = ioctl::decode_mount_info(&buf).ok_or("malformed reply from the daemon")?;
+    // mount(8) adds an fstab entry's options to a remount: the daemon's own command
+    // line says which of them it started with, so only a changed one is refused.
+    let mut fixed = cfg.fixed_changes(&started_with(pid, cfg));
     if cfg.allow_other && !entry.options.split(',').any(|o| o == "allow_other") {
         fixed.push("allow_other".into());
     }
     if !fixed.is_empty() {
         return Err(format!("{} cannot change on a remount: unmount, then mount again", fixed.join(", ")));
     }
-    let root = File::open(&cfg.mountpoint).map_err(|e| e.to_string())?;
+    // Atime options not named keep the mount's (the kernel does the same with its
+    // flags); /proc/mounts cannot say, as it shows nothing for strictatime.
+    let mut cfg = cfg.clone();
+    if !cfg.atime_given {
+        cfg.fs.atime = now.atime;
+    }
+    if !cfg.dir_atime_given {
+        cfg.fs.dir_atime = now.dir_atime;
+    }
     let daemon = || {
         let mut buf = ioctl::encode_remount(&cfg.fs);
         ioctl_rw(&root, ioctl::DAXLINK_IOC_REMOUNT, &mut buf).map_err(|e| match e.raw_os_error() {
@@ -172,10 +186,33 @@ fn remount(cfg: &MountConfig) -> Result<(), String> {
     }
 }
 
+/// The mount options daemon `pid` was started with, from its command line (`-o LIST`,
+/// as mount.fuse3 and `daxlink mount` pass them); the defaults if it cannot be read.
+fn started_with(pid: u32, cfg: &MountConfig) -> MountConfig {
+    let mut running = MountConfig::new(cfg.pool.clone(), cfg.mountpoint.clone());
+    let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = args.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    for (i, a) in args.iter().enumerate() {
+        let list = match a.strip_prefix("-o") {
+            Some("") => args.get(i + 1).map(String::as_str),
+            Some(rest) => Some(rest),
+            None => None,
+        };
+        if let Some(l) = list {
+            let _ = running.parse_options(l);
+        }
+    }
+    running
+}
+
 /// A second mount of a mounted pool: as the kernel gives a second mount of a block
 /// device the same superblock, this is a bind mount of the first one (same daemon,
 /// same state), with the mount flags asked for (ro, nosuid, nodev, noexec, atime).
 fn bind(first: &Path, cfg: &MountConfig) -> Result<(), String> {
+    // do_add_mount refuses one filesystem mounted twice on one mount point.
+    if mounts().iter().any(|m| m.target == cfg.mountpoint && m.source == cfg.pool) {
+        return Err(format!("{} is already mounted there (Device or resource busy)", cfg.pool.display()));
+    }
     sys_mount(Some(first), &cfg.mountpoint, libc::MS_BIND)
         .map_err(|e| format!("bind mount of {}: {e}", first.display()))?;
     let per_mount = libc::MS_RDONLY

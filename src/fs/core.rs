@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use super::Ctx;
 use super::copies::Copies;
 use super::error::{Error, Result};
-use super::inode::{Attr, Body, Kind, Timespec};
+use super::inode::{Attr, Body, FL_SUPPORTED, Kind, Timespec};
 use super::journal::Journal;
 use super::record::{Record, decode_all, encode_all, records};
 use super::state::{Mode, State};
@@ -293,7 +293,7 @@ impl Core {
         self.copies.synchronize();
     }
 
-    pub(super) fn opts(&self) -> Options {
+    pub fn options(&self) -> Options {
         self.opts
     }
 
@@ -371,6 +371,19 @@ impl Core {
 
     pub fn setattr(&mut self, ino: Ino, set: SetAttr) -> Result<Attr> {
         self.writable()?;
+        // notify_change: an immutable inode takes no change at all, an append-only one
+        // no new mode, owner, size or explicit time (touching it to now is allowed).
+        let a = self.inode(ino)?.attr;
+        let explicit = |t: Option<SetTime>| matches!(t, Some(SetTime::At(_)));
+        let changes_owner_or_data = set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.size.is_some()
+            || explicit(set.atime)
+            || explicit(set.mtime);
+        if a.immutable() || (a.append_only() && changes_owner_or_data) {
+            return Err(Error::Perm);
+        }
         if let Some(size) = set.size {
             self.truncate(ino, size)?;
         }
@@ -401,6 +414,43 @@ impl Core {
         self.getattr(ino)
     }
 
+    /// `chattr`: sets the file attribute flags (`FS_IOC_SETFLAGS`). The VFS has already
+    /// checked that the caller owns the inode and holds `CAP_LINUX_IMMUTABLE` if `i` or
+    /// `a` change (`fileattr_set_prepare`); flags daxlink does not keep are refused.
+    pub fn set_flags(&mut self, ino: Ino, flags: u32) -> Result<Attr> {
+        self.writable()?;
+        if flags & !FL_SUPPORTED != 0 {
+            return Err(Error::NotSupported);
+        }
+        let mut tx = Tx::new();
+        let a = tx.attr(&self.st, ino)?;
+        a.flags = flags;
+        a.ctime = Timespec::now();
+        self.commit_tx(tx)?;
+        self.getattr(ino)
+    }
+
+    /// EPERM unless `ino` may change in any way: neither immutable nor append-only
+    /// (chmod, chown, link, xattrs, unlink and rename of it, clone into it).
+    pub(super) fn may_modify(&self, ino: Ino) -> Result<()> {
+        let a = self.inode(ino)?.attr;
+        if a.immutable() || a.append_only() { Err(Error::Perm) } else { Ok(()) }
+    }
+
+    /// EPERM unless names may be added to directory `dir` (not immutable) or, with
+    /// `removing`, removed from it (nor append-only), as `may_create`/`may_delete`.
+    pub(super) fn may_change_entries(&self, dir: Ino, removing: bool) -> Result<()> {
+        let a = self.inode(dir)?.attr;
+        if a.immutable() || (removing && a.append_only()) { Err(Error::Perm) } else { Ok(()) }
+    }
+
+    /// `may_open` for a write: EPERM for an immutable file, and for an append-only one
+    /// unless the open appends and does not truncate.
+    pub fn may_open_for_write(&mut self, ino: Ino, append: bool, truncate: bool) -> Result<()> {
+        let a = self.inode(ino)?.attr;
+        if a.immutable() || (a.append_only() && (!append || truncate)) { Err(Error::Perm) } else { Ok(()) }
+    }
+
     /// What a write, truncate, fallocate, copy or chown does to a file's privileges
     /// when the kernel leaves it to the filesystem (`FUSE_HANDLE_KILLPRIV_V2`), as the
     /// VFS would (`setattr_should_drop_suidgid`): `security.capability` always goes; for
@@ -411,7 +461,8 @@ impl Core {
     /// Directories keep everything.
     pub fn kill_privs(&mut self, ino: Ino, who: Changer<'_>) -> Result<bool> {
         let i = self.inode(ino)?;
-        if i.attr.kind() == Kind::Dir {
+        // An immutable file's change is refused anyway (and keeps its mode meanwhile).
+        if i.attr.kind() == Kind::Dir || i.attr.immutable() {
             return Ok(false);
         }
         let mode = i.attr.mode;

@@ -6,7 +6,7 @@
 
 use super::core::{AtimeMode, Core};
 use super::error::{Error, Result};
-use super::inode::{Body, Kind, MAX_FILE_SIZE, Timespec};
+use super::inode::{Body, FL_NOATIME, Kind, MAX_FILE_SIZE, Timespec};
 use super::record::Record;
 use super::state::MAX_FILE_BLOCKS;
 use super::tx::Tx;
@@ -123,12 +123,15 @@ impl Core {
         if self.writable().is_err() {
             return;
         }
-        let mode = self.opts().atime;
+        let mode = self.options().atime;
         let now = Timespec::now();
         let Some(i) = self.st.inodes.get_mut(&ino) else {
             return;
         };
         let a = &mut i.attr;
+        if a.flags & FL_NOATIME != 0 {
+            return;
+        }
         let update = match mode {
             AtimeMode::Never => false,
             AtimeMode::Strict => true,
@@ -345,6 +348,7 @@ impl Core {
         self.writable()?;
         let size = self.file_size(ino)?;
         let off = if append { size } else { off };
+        self.may_write_at(ino, off, size)?;
         if len == 0 || off.checked_add(len).is_none_or(|end| end > size) {
             return Ok(None);
         }
@@ -368,10 +372,17 @@ impl Core {
         Ok(Some(WritePlan { runs }))
     }
 
+    /// An immutable file takes no write; an append-only one only at its end.
+    fn may_write_at(&self, ino: Ino, off: u64, size: u64) -> Result<()> {
+        let a = self.inode(ino)?.attr;
+        if a.immutable() || (a.append_only() && off != size) { Err(Error::Perm) } else { Ok(()) }
+    }
+
     pub fn write(&mut self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64> {
         self.writable()?;
         let size = self.file_size(ino)?;
         let off = if append { size } else { off };
+        self.may_write_at(ino, off, size)?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -511,6 +522,11 @@ impl Core {
         let op = mode & !FALLOC_FL_KEEP_SIZE;
         if !(op == 0 || op == FALLOC_FL_ZERO_RANGE || op == FALLOC_FL_PUNCH_HOLE && keep) {
             return Err(Error::NotSupported);
+        }
+        // vfs_fallocate: immutable refuses all, append-only all but allocation.
+        let a = self.inode(ino)?.attr;
+        if a.immutable() || (a.append_only() && op != 0) {
+            return Err(Error::Perm);
         }
         let size = self.file_size(ino)?;
         let end = off.checked_add(len).ok_or(Error::FileTooBig)?;

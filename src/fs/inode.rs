@@ -97,7 +97,27 @@ pub struct Attr {
     pub blocks: u64,
 }
 
+/// File attribute flags (`chattr`), as the Linux `FS_*_FL` bits of `FS_IOC_GETFLAGS`,
+/// kept in `Attr::flags`. The kernel leaves enforcing them to a FUSE server
+/// (`IS_IMMUTABLE`/`IS_APPEND` never hold for a FUSE inode), so the core does, where
+/// the VFS would (`may_delete`, `may_open`, `notify_change`, `vfs_link`, ...).
+pub const FL_IMMUTABLE: u32 = 0x10;
+pub const FL_APPEND: u32 = 0x20;
+pub const FL_NODUMP: u32 = 0x40;
+pub const FL_NOATIME: u32 = 0x80;
+/// Every flag daxlink keeps; any other is refused with EOPNOTSUPP, as ext4 refuses the
+/// flags it does not know.
+pub const FL_SUPPORTED: u32 = FL_IMMUTABLE | FL_APPEND | FL_NODUMP | FL_NOATIME;
+
 impl Attr {
+    pub fn immutable(&self) -> bool {
+        self.flags & FL_IMMUTABLE != 0
+    }
+
+    pub fn append_only(&self) -> bool {
+        self.flags & FL_APPEND != 0
+    }
+
     /// The inode's generation, for file handles: a handle names an inode number and a
     /// generation, and an inode number used again after its inode was freed must not
     /// answer the old handle. The birth time, fixed for the inode's life and later for

@@ -249,11 +249,18 @@ impl Fs {
         fn page_is_bad(&self, pfn: Pfn) -> Result<bool>;
         /// Checkpoints and flushes: the clean-unmount path.
         fn unmount(&self) -> Result<()>;
+        /// `chattr`: the file attribute flags (`inode::FL_*`).
+        fn set_flags(&self, ino: Ino, flags: u32) -> Result<Attr>;
+        /// `may_open` for a write: refused (EPERM) for an immutable file, and for an
+        /// append-only one unless the open appends and does not truncate.
+        fn may_open_for_write(&self, ino: Ino, append: bool, truncate: bool) -> Result<()>;
         /// Takes new mount options (`mount -o remount`).
         fn reconfigure(&self, opts: Options) -> Result<()>;
     }
 
     delegate_plain! {
+        /// The options the filesystem runs with (they change on a remount).
+        fn options(&self) -> Options;
         fn statfs(&self) -> StatFs;
         fn stats(&self) -> Stats;
         /// Every bad page and the file blocks still on it.

@@ -78,6 +78,7 @@ impl Core {
         self.writable()?;
         check_name(name)?;
         let kind = Kind::from_mode(mode).ok_or(Error::Invalid)?;
+        self.may_change_entries(parent, false)?;
         let pattr = self.inode(parent)?.attr;
         if self.dir_of(parent)?.get(name).is_some() {
             return Err(Error::Exists);
@@ -146,6 +147,8 @@ impl Core {
         if a.kind() == Kind::Dir {
             return Err(Error::Perm);
         }
+        self.may_change_entries(parent, false)?;
+        self.may_modify(ino)?;
         if a.nlink == 0 {
             return Err(Error::NotFound);
         }
@@ -191,6 +194,8 @@ impl Core {
     pub fn unlink(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
         self.writable()?;
         let ino = self.child(parent, name)?;
+        self.may_change_entries(parent, true)?;
+        self.may_modify(ino)?;
         if self.inode(ino)?.attr.kind() == Kind::Dir {
             return Err(Error::IsDir);
         }
@@ -211,6 +216,8 @@ impl Core {
             return Err(Error::NotEmpty);
         }
         let ino = self.child(parent, name)?;
+        self.may_change_entries(parent, true)?;
+        self.may_modify(ino)?;
         if !self.dir_of(ino)?.is_empty() {
             return Err(Error::NotEmpty);
         }
@@ -260,6 +267,14 @@ impl Core {
         check_name(new_name)?;
         let src = self.child(parent, name)?;
         let dst = self.dir_of(new_parent)?.get(new_name);
+        // may_delete of the source (and of the target, which goes or moves), may_create
+        // in the target directory.
+        self.may_change_entries(parent, true)?;
+        self.may_modify(src)?;
+        self.may_change_entries(new_parent, dst.is_some())?;
+        if let Some(d) = dst {
+            self.may_modify(d)?;
+        }
         let src_dir = self.inode(src)?.attr.kind() == Kind::Dir;
         let now = Timespec::now();
         let mut tx = Tx::new();
@@ -349,7 +364,7 @@ impl Core {
                 break;
             }
         }
-        if self.opts().dir_atime {
+        if self.options().dir_atime {
             self.note_access(ino);
         }
         Ok(())

@@ -371,6 +371,9 @@ impl State {
             if i.attr.ino != *ino {
                 return Err(format!("inode {ino} records number {}", i.attr.ino));
             }
+            if i.attr.flags & !super::inode::FL_SUPPORTED != 0 {
+                return Err(format!("inode {ino} has attribute flags daxlink does not know: {:#x}", i.attr.flags));
+            }
             match &i.body {
                 Body::File(m) => {
                     m.check().map_err(|e| format!("inode {ino}: {e}"))?;

@@ -43,6 +43,7 @@ impl Core {
             return Err(Error::Invalid);
         }
         self.check_user_write(ino, name)?;
+        self.may_modify(ino)?;
         let inode = self.inode(ino)?;
         let old = inode.xattrs.get(name);
         match (old.is_some(), flags) {
@@ -79,6 +80,7 @@ impl Core {
         self.writable()?;
         check_name(name)?;
         self.check_user_write(ino, name)?;
+        self.may_modify(ino)?;
         if !self.inode(ino)?.xattrs.contains_key(name) {
             return Err(Error::NoData);
         }

@@ -313,6 +313,12 @@ impl Filesystem for DaxFuse {
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let f = flags.0;
+        if f & libc::O_ACCMODE != libc::O_RDONLY
+            && let Err(e) = self.fs.may_open_for_write(ino(i), f & libc::O_APPEND != 0, f & libc::O_TRUNC != 0)
+        {
+            return reply.error(errno(e));
+        }
         match self.fs.open_inode(ino(i)) {
             Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), self.fopen_flags(flags.0)),
             Err(e) => reply.error(errno(e)),
@@ -602,6 +608,20 @@ impl DaxFuse {
         }
     }
 
+    /// `chattr`. The VFS has checked ownership and `CAP_LINUX_IMMUTABLE` already
+    /// (`vfs_fileattr_set`); they are checked again here as FUSE lets us (the owner's
+    /// uid, root for `i` and `a`), since nothing else stands between a forged request
+    /// and an immutable file.
+    fn set_flags(&self, req: &Request, i: Ino, flags: u32) -> Result<(), Errno> {
+        let a = self.fs.getattr(i).map_err(errno)?;
+        let guarded = crate::fs::inode::FL_IMMUTABLE | crate::fs::inode::FL_APPEND;
+        if req.uid() != 0 && (req.uid() != a.uid || (a.flags ^ flags) & guarded != 0) {
+            return Err(Errno::EPERM);
+        }
+        self.fs.set_flags(i, flags).map_err(errno)?;
+        Ok(())
+    }
+
     /// daxlink's ioctls (see `ioctl`); the reply must fit the caller's `out_size`.
     fn ioctl_inner(
         &self,
@@ -617,6 +637,19 @@ impl DaxFuse {
         let writable = || self.handles.get(&fh.0).is_some_and(|h| h.write);
         let out = match cmd {
             ioctl::DAXLINK_IOC_STATS => ioctl::encode_stats(&self.fs.stats()),
+            ioctl::FS_IOC_GETFLAGS | ioctl::FS_IOC32_GETFLAGS => {
+                self.fs.getattr(i).map_err(errno)?.flags.to_le_bytes().to_vec()
+            }
+            ioctl::FS_IOC_FSGETXATTR => ioctl::encode_fsxattr(self.fs.getattr(i).map_err(errno)?.flags),
+            ioctl::FS_IOC_SETFLAGS | ioctl::FS_IOC32_SETFLAGS => {
+                let flags = input.get(..4).ok_or(Errno::EINVAL)?;
+                self.set_flags(req, i, u32::from_le_bytes([flags[0], flags[1], flags[2], flags[3]]))?;
+                Vec::new()
+            }
+            ioctl::FS_IOC_FSSETXATTR => {
+                self.set_flags(req, i, ioctl::decode_fsxattr(input).ok_or(Errno::EOPNOTSUPP)?)?;
+                Vec::new()
+            }
             ioctl::DAXLINK_IOC_EXTENTS => ioctl::encode_extents(&self.fs.extents(i).map_err(errno)?, arg(0)?),
             // Who owns which page is the reverse map: root only, as XFS keeps GETFSMAP
             // to CAP_SYS_ADMIN (FUSE tells the caller's uid, not its capabilities).
@@ -636,6 +669,7 @@ impl DaxFuse {
                 }
                 ioctl::bytes(&[f.failed.len() as u64, f.owners.len() as u64, f.holder_calls], ioctl::INJECT_LEN)
             }
+            ioctl::DAXLINK_IOC_MOUNT_INFO => ioctl::encode_mount_info(std::process::id(), &self.fs.options()),
             ioctl::DAXLINK_IOC_REMOUNT => {
                 if req.uid() != 0 {
                     return Err(Errno::EPERM);

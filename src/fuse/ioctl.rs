@@ -3,6 +3,7 @@
 //! ioctl number (`_IOR`/`_IOW`/`_IOWR`). All fields are little-endian u64s.
 
 use crate::dax::PageState;
+use crate::fs::inode::{FL_APPEND, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP};
 use crate::fs::{AtimeMode, BadPage, Mapping, Options, Stats};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
@@ -64,16 +65,40 @@ pub const REMOUNT_LEN: usize = 3 * 8;
 pub const DAXLINK_IOC_REMOUNT: u32 = ioc(IOC_WRITE, 8, REMOUNT_LEN);
 
 pub fn encode_remount(o: &Options) -> Vec<u8> {
+    bytes(&options_words(o), REMOUNT_LEN)
+}
+
+pub fn decode_remount(b: &[u8]) -> Option<Options> {
+    options_of(&words(b))
+}
+
+/// What a mount's daemon runs with (any user): out `[daemon pid, read_only, atime,
+/// dir_atime]`. A remount reads it to keep what it does not name, and to tell the
+/// options the daemon started with (its command line) from changed ones.
+pub const MOUNT_INFO_LEN: usize = 4 * 8;
+pub const DAXLINK_IOC_MOUNT_INFO: u32 = ioc(IOC_READ, 10, MOUNT_INFO_LEN);
+
+pub fn encode_mount_info(pid: u32, o: &Options) -> Vec<u8> {
+    let mut w = vec![pid as u64];
+    w.extend(options_words(o));
+    bytes(&w, MOUNT_INFO_LEN)
+}
+
+pub fn decode_mount_info(b: &[u8]) -> Option<(u32, Options)> {
+    let w = words(b);
+    Some((u32::try_from(*w.first()?).ok()?, options_of(w.get(1..)?)?))
+}
+
+fn options_words(o: &Options) -> [u64; 3] {
     let atime = match o.atime {
         AtimeMode::Relatime => 0,
         AtimeMode::Strict => 1,
         AtimeMode::Never => 2,
     };
-    bytes(&[o.read_only as u64, atime, o.dir_atime as u64], REMOUNT_LEN)
+    [o.read_only as u64, atime, o.dir_atime as u64]
 }
 
-pub fn decode_remount(b: &[u8]) -> Option<Options> {
-    let w = words(b);
+fn options_of(w: &[u64]) -> Option<Options> {
     let atime = match *w.get(1)? {
         0 => AtimeMode::Relatime,
         1 => AtimeMode::Strict,
@@ -81,6 +106,41 @@ pub fn decode_remount(b: &[u8]) -> Option<Options> {
         _ => return None,
     };
     Some(Options { read_only: *w.first()? != 0, atime, dir_atime: *w.get(2)? != 0 })
+}
+
+/// The kernel's file attribute ioctls (`chattr`, `lsattr`, `xfs_io -c chattr`), which
+/// `fuse_fileattr_get`/`_set` forward to the server: the flags as a 4-byte int (the
+/// number says `long`), the fsxattr as its 28-byte struct.
+pub const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+pub const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+pub const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+pub const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+pub const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+pub const FSXATTR_LEN: usize = 28;
+
+/// `FS_XFLAG_*` for each `FS_*_FL` daxlink keeps.
+const XFLAGS: [(u32, u32); 4] = [(FL_IMMUTABLE, 0x8), (FL_APPEND, 0x10), (FL_NOATIME, 0x40), (FL_NODUMP, 0x80)];
+
+/// The fsxattr of an inode with these flags (no extent size hint, no project).
+pub fn encode_fsxattr(flags: u32) -> Vec<u8> {
+    let x = XFLAGS.iter().filter(|(f, _)| flags & f != 0).fold(0, |x, (_, b)| x | b);
+    let mut out = vec![0u8; FSXATTR_LEN];
+    out[..4].copy_from_slice(&x.to_le_bytes());
+    out
+}
+
+/// The flags an fsxattr asks for; `None` if it asks for an xflag, an extent size or a
+/// project daxlink does not keep.
+pub fn decode_fsxattr(b: &[u8]) -> Option<u32> {
+    let w = |i: usize| b.get(i * 4..i * 4 + 4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    let x = w(0)?;
+    let known = XFLAGS.iter().fold(0, |k, (_, b)| k | b);
+    // fsx_extsize, fsx_projid and fsx_cowextsize (fsx_nextents is output only).
+    if x & !known != 0 || w(1)? != 0 || w(3)? != 0 || w(4)? != 0 {
+        return None;
+    }
+    Some(XFLAGS.iter().filter(|(_, b)| x & b != 0).fold(0, |f, (fl, _)| f | fl))
 }
 
 /// Little-endian u64 words of an ioctl buffer; short input reads as missing.
@@ -248,6 +308,7 @@ mod tests {
             (DAXLINK_IOC_INJECT, INJECT_LEN),
             (DAXLINK_IOC_POISON, POISON_LEN),
             (DAXLINK_IOC_REMOUNT, REMOUNT_LEN),
+            (DAXLINK_IOC_MOUNT_INFO, MOUNT_INFO_LEN),
         ] {
             assert_eq!(((cmd >> 16) & 0x3fff) as usize, len);
             assert!(len < 1 << 14);
@@ -280,6 +341,24 @@ mod tests {
             assert_eq!((back.read_only, back.atime, back.dir_atime), (true, atime, false));
         }
         assert!(decode_remount(&bytes(&[0, 7, 1], REMOUNT_LEN)).is_none());
+        let o = Options { read_only: false, atime: AtimeMode::Strict, dir_atime: true };
+        let (pid, back) = decode_mount_info(&encode_mount_info(4242, &o)).unwrap();
+        assert_eq!((pid, back.atime, back.read_only), (4242, AtimeMode::Strict, false));
+    }
+
+    #[test]
+    fn fsxattr_carries_the_kept_flags_and_refuses_others() {
+        for flags in [0, FL_IMMUTABLE, FL_APPEND | FL_NODUMP, FL_NOATIME | FL_IMMUTABLE] {
+            assert_eq!(decode_fsxattr(&encode_fsxattr(flags)), Some(flags));
+        }
+        assert_eq!(&encode_fsxattr(FL_IMMUTABLE)[..4], &8u32.to_le_bytes(), "FS_XFLAG_IMMUTABLE");
+        let mut realtime = encode_fsxattr(0);
+        realtime[0] = 1; // FS_XFLAG_REALTIME
+        assert_eq!(decode_fsxattr(&realtime), None);
+        let mut projid = encode_fsxattr(0);
+        projid[12] = 7;
+        assert_eq!(decode_fsxattr(&projid), None);
+        assert_eq!(decode_fsxattr(&[0; 8]), None, "short");
     }
 
     #[test]

@@ -26,8 +26,14 @@ pub struct MountConfig {
     pub log: Option<PathBuf>,
     /// `-o remount`: reconfigure the live mount at `mountpoint` instead of mounting.
     pub remount: bool,
-    /// Options given that only a fresh mount can apply (named in a remount's refusal).
+    /// Options given that only a fresh mount can apply (named in a remount's refusal
+    /// when they differ from the running mount's).
     pub fixed: Vec<String>,
+    /// An atime option (`relatime`, `strictatime`, `noatime`) was given; a remount
+    /// without one keeps the mount's, as the kernel's `path_mount` does.
+    pub atime_given: bool,
+    /// `diratime` or `nodiratime` was given.
+    pub dir_atime_given: bool,
     kernel: Vec<MountOption>,
 }
 
@@ -46,6 +52,8 @@ impl MountConfig {
             log: None,
             remount: false,
             fixed: Vec::new(),
+            atime_given: false,
+            dir_atime_given: false,
             kernel: Vec::new(),
         }
     }
@@ -53,6 +61,8 @@ impl MountConfig {
     /// Applies a comma-separated `-o` list; the error names the offending option.
     pub fn parse_options(&mut self, list: &str) -> Result<(), String> {
         for opt in list.split(',').filter(|o| !o.is_empty()) {
+            self.atime_given |= matches!(opt, "relatime" | "strictatime" | "atime" | "noatime");
+            self.dir_atime_given |= matches!(opt, "diratime" | "nodiratime");
             let flag = match opt {
                 "ro" => {
                     self.fs.read_only = true;
@@ -133,6 +143,19 @@ impl MountConfig {
             }
         }
         Ok(())
+    }
+
+    /// The options of `fixed` whose value differs from the `running` mount's.
+    pub fn fixed_changes(&self, running: &MountConfig) -> Vec<String> {
+        self.fixed
+            .iter()
+            .filter(|o| match o.split('=').next() {
+                Some("threads") => self.threads != running.threads,
+                Some("log") => self.log != running.log,
+                _ => self.subtype != running.subtype,
+            })
+            .cloned()
+            .collect()
     }
 
     /// The mount(2) flags of a remount to these options: the superblock's (read-only,
@@ -245,6 +268,21 @@ mod tests {
         c.parse_options("defaults,noauto,x-systemd.automount,_netdev").unwrap();
         assert_eq!(c.parse_options("rw,bogus=1").unwrap_err(), "unknown mount option 'bogus=1'");
         assert!(c.parse_options("threads=0").is_err());
+    }
+
+    #[test]
+    fn a_remount_refuses_only_fixed_options_that_change() {
+        let mut running = cfg();
+        running.parse_options("threads=2,log=/var/log/d").unwrap();
+        let mut same = cfg();
+        same.parse_options("remount,ro,threads=2,log=/var/log/d").unwrap();
+        assert!(same.fixed_changes(&running).is_empty());
+        let mut other = cfg();
+        other.parse_options("remount,threads=3,log=/var/log/d,nosubtype").unwrap();
+        assert_eq!(other.fixed_changes(&running), vec!["threads=3", "nosubtype"]);
+        assert!(!same.atime_given);
+        other.parse_options("noatime").unwrap();
+        assert!(other.atime_given && !other.dir_atime_given);
     }
 
     #[test]
