@@ -2102,3 +2102,63 @@ fn immutable_and_append_only_inodes_refuse_what_the_vfs_refuses() {
     assert_eq!(p.fs.getattr(f).unwrap().flags, FL_NOATIME | FL_NODUMP);
     p.assert_consistent();
 }
+
+/// A POSIX ACL xattr: version 2, then (tag, perm, id) entries.
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend(tag.to_le_bytes());
+        v.extend(perm.to_le_bytes());
+        v.extend(id.to_le_bytes());
+    }
+    v
+}
+
+/// POSIX ACLs: the access ACL and the mode stay in step both ways, an ACL the mode
+/// says all of is not stored, a malformed one is EINVAL with nothing stored, and a
+/// directory's default ACL masks new inodes' modes instead of the umask.
+#[test]
+fn posix_acls_keep_mode_and_acl_in_step_and_are_inherited() {
+    const UNDEF: u32 = u32::MAX;
+    let access = b"system.posix_acl_access";
+    let default = b"system.posix_acl_default";
+    let p = Pool::new(32 * MIB);
+    let f = p.create(Ino::ROOT, "f");
+    let mode = |p: &Pool, i| p.fs.getattr(i).unwrap().mode & 0o777;
+    let named = acl_xattr(&[(1, 6, UNDEF), (2, 4, 1000), (4, 0, UNDEF), (0x10, 4, UNDEF), (0x20, 0, UNDEF)]);
+    p.fs.setxattr(f, access, &named, 0).unwrap();
+    assert_eq!(mode(&p, f), 0o640, "the mask stands for the group bits");
+    assert_eq!(p.fs.getxattr(f, access).unwrap(), named);
+    p.fs.setattr(f, SetAttr { mode: Some(0o600), ..Default::default() }).unwrap();
+    let masked = acl_xattr(&[(1, 6, UNDEF), (2, 4, 1000), (4, 0, UNDEF), (0x10, 0, UNDEF), (0x20, 0, UNDEF)]);
+    assert_eq!(p.fs.getxattr(f, access).unwrap(), masked, "chmod must set the mask");
+    let plain = acl_xattr(&[(1, 7, UNDEF), (4, 5, UNDEF), (0x20, 1, UNDEF)]);
+    p.fs.setxattr(f, access, &plain, 0).unwrap();
+    assert_eq!(mode(&p, f), 0o751);
+    assert_eq!(errno(p.fs.getxattr(f, access).map(drop)), libc::ENODATA, "an ACL equal to the mode is not kept");
+    let no_mask = acl_xattr(&[(1, 6, UNDEF), (2, 4, 1000), (4, 0, UNDEF), (0x20, 0, UNDEF)]);
+    assert_eq!(errno(p.fs.setxattr(f, access, &no_mask, 0)), libc::EINVAL);
+    assert_eq!(errno(p.fs.setxattr(f, access, b"\x02\0\0\0\x01", 0)), libc::EINVAL);
+    assert_eq!(mode(&p, f), 0o751, "a refused ACL changed the mode");
+    assert_eq!(errno(p.fs.setxattr(f, default, &plain, 0)), libc::EACCES, "default ACLs are for directories");
+    assert_eq!(errno(p.fs.setxattr(f, b"system.other", b"x", 0)), libc::EOPNOTSUPP);
+
+    let d = p.mkdir(Ino::ROOT, "d");
+    let def = acl_xattr(&[(1, 7, UNDEF), (4, 5, UNDEF), (8, 7, 50), (0x10, 7, UNDEF), (0x20, 5, UNDEF)]);
+    p.fs.setxattr(d, default, &def, 0).unwrap();
+    assert_eq!(p.fs.create_mode(d, 0o666, 0o022).unwrap(), 0o666, "no umask under a default ACL");
+    assert_eq!(p.fs.create_mode(Ino::ROOT, 0o666, 0o022).unwrap(), 0o644);
+    let new = p.fs.mknod(ROOT, d, b"new", libc::S_IFREG | 0o666, 0).unwrap();
+    assert_eq!(new.mode & 0o777, 0o664, "each of owner, mask, other: requested and allowed");
+    let inherited = acl_xattr(&[(1, 6, UNDEF), (4, 5, UNDEF), (8, 7, 50), (0x10, 6, UNDEF), (0x20, 4, UNDEF)]);
+    assert_eq!(p.fs.getxattr(new.ino, access).unwrap(), inherited);
+    assert_eq!(errno(p.fs.getxattr(new.ino, default).map(drop)), libc::ENODATA, "files take no default ACL");
+    let sub = p.fs.mkdir(ROOT, d, b"sub", 0o777).unwrap();
+    assert_eq!(p.fs.getxattr(sub.ino, default).unwrap(), def, "directories inherit the default ACL");
+    let link = p.fs.symlink(ROOT, d, b"l", b"new").unwrap();
+    assert_eq!(errno(p.fs.getxattr(link.ino, access).map(drop)), libc::ENODATA);
+    p.fs.sync().unwrap();
+    let p = p.crash();
+    assert_eq!(p.fs.getxattr(new.ino, access).unwrap(), inherited);
+    p.assert_consistent();
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
 use super::Ctx;
+use super::acl::{ACL_ACCESS, Acl};
 use super::copies::Copies;
 use super::error::{Error, Result};
 use super::inode::{Attr, Body, FL_SUPPORTED, Kind, Timespec};
@@ -410,6 +411,14 @@ impl Core {
             a.mtime = pick(t);
         }
         a.ctime = set.ctime.unwrap_or(now);
+        // posix_acl_chmod: an access ACL follows the new permission bits.
+        if let Some(m) = set.mode
+            && let Some(v) = self.inode(ino)?.xattrs.get(ACL_ACCESS)
+        {
+            let mut acl = Acl::decode(v)?;
+            acl.chmod(m);
+            tx.push(Record::SetXattr { ino, name: ACL_ACCESS.to_vec(), value: acl.encode() });
+        }
         self.commit_tx(tx)?;
         self.getattr(ino)
     }

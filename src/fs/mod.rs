@@ -10,6 +10,7 @@
 //! (`Core::media_failed`) and retries the request (`Fs::run`), so one mechanism turns
 //! every such access into the memory-failure outcome, whatever the operation.
 
+pub mod acl;
 mod copies;
 mod core;
 pub mod error;
@@ -249,6 +250,9 @@ impl Fs {
         fn page_is_bad(&self, pfn: Pfn) -> Result<bool>;
         /// Checkpoints and flushes: the clean-unmount path.
         fn unmount(&self) -> Result<()>;
+        /// The mode to create an inode with under `parent`: `mode & !umask`, or `mode`
+        /// where `parent` has a default ACL (which masks it instead).
+        fn create_mode(&self, parent: Ino, mode: u32, umask: u32) -> Result<u32>;
         /// `chattr`: the file attribute flags (`inode::FL_*`).
         fn set_flags(&self, ino: Ino, flags: u32) -> Result<Attr>;
         /// `may_open` for a write: refused (EPERM) for an immutable file, and for an

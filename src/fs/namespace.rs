@@ -1,5 +1,6 @@
 //! Names: lookup, create, link, unlink, rename, readdir.
 
+use super::acl::{ACL_ACCESS, ACL_DEFAULT, Acl};
 use super::core::Core;
 use super::error::{Error, Result};
 use super::inode::{Attr, Body, Kind, LINK_MAX, NAME_MAX, SYMLINK_MAX, Timespec};
@@ -65,6 +66,37 @@ impl Core {
         Ok(Attr::new(Ino(self.st.next_ino), mode, ctx.uid, gid, now))
     }
 
+    /// The ACLs a new inode takes from `parent`'s default ACL, its mode masked by it
+    /// (`posix_acl_create`: the umask is not applied where a default ACL is, which is
+    /// why the FUSE layer asks `create_mode` first). Directories inherit the default
+    /// ACL itself too; symlinks take nothing.
+    fn inherit_acls(&self, parent: Ino, attr: &mut Attr) -> Result<Vec<Record>> {
+        let Some(v) = self.inode(parent)?.xattrs.get(ACL_DEFAULT) else { return Ok(Vec::new()) };
+        if attr.kind() == Kind::Symlink {
+            return Ok(Vec::new());
+        }
+        let default = Acl::decode(v)?;
+        let (mode, access) = default.create_masq(attr.mode);
+        attr.mode = mode;
+        let ino = attr.ino;
+        let mut recs: Vec<Record> = access
+            .map(|a| Record::SetXattr { ino, name: ACL_ACCESS.to_vec(), value: a.encode() })
+            .into_iter()
+            .collect();
+        if attr.kind() == Kind::Dir {
+            recs.push(Record::SetXattr { ino, name: ACL_DEFAULT.to_vec(), value: default.encode() });
+        }
+        Ok(recs)
+    }
+
+    /// The mode to create an inode with under `parent`, from the `mode` a caller asked
+    /// for and its `umask`: the umask applies unless `parent` has a default ACL, whose
+    /// entries mask the mode instead (`mode_strip_umask`, `posix_acl_create`).
+    pub fn create_mode(&mut self, parent: Ino, mode: u32, umask: u32) -> Result<u32> {
+        let has_default = self.inode(parent)?.xattrs.contains_key(ACL_DEFAULT);
+        Ok(if has_default { mode } else { mode & !umask })
+    }
+
     /// Creates an inode of any kind under `parent`.
     fn create(
         &mut self,
@@ -91,9 +123,12 @@ impl Core {
             return Err(Error::TooManyLinks);
         }
         let now = Timespec::now();
-        let attr = Attr { size: target.map_or(0, |t| t.len() as u64), rdev, ..self.new_attr(ctx, parent, mode, now)? };
+        let mut attr =
+            Attr { size: target.map_or(0, |t| t.len() as u64), rdev, ..self.new_attr(ctx, parent, mode, now)? };
+        let acls = self.inherit_acls(parent, &mut attr)?;
         let mut tx = Tx::new();
         tx.create(attr);
+        acls.into_iter().for_each(|r| tx.push(r));
         if let Some(t) = target {
             tx.push(Record::SetSymlink { ino: attr.ino, target: t.to_vec() });
         }
@@ -343,8 +378,10 @@ impl Core {
         if flags & RENAME_WHITEOUT != 0 {
             // WHITEOUT_MODE and WHITEOUT_DEV are 0; the owner is the caller, as for
             // any new inode (ext4_whiteout_for_rename).
-            let whiteout = self.new_attr(ctx, parent, libc::S_IFCHR, now)?;
+            let mut whiteout = self.new_attr(ctx, parent, libc::S_IFCHR, now)?;
+            let acls = self.inherit_acls(parent, &mut whiteout)?;
             tx.create(whiteout);
+            acls.into_iter().for_each(|r| tx.push(r));
             tx.push(Record::Link { dir: parent, name: name.to_vec(), ino: whiteout.ino });
         }
         self.commit_tx(tx)

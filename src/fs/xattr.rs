@@ -1,5 +1,6 @@
 //! Extended attributes, with Linux's namespaces, limits and errors (xattr(7)).
 
+use super::acl::{ACL_ACCESS, ACL_DEFAULT, Acl};
 use super::core::Core;
 use super::error::{Error, Result};
 use super::inode::{Kind, Timespec};
@@ -15,11 +16,14 @@ fn check_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Error::Range);
     }
+    if name == ACL_ACCESS || name == ACL_DEFAULT {
+        return Ok(());
+    }
     let known = [b"user.".as_slice(), b"trusted.", b"security."];
     match known.iter().find(|p| name.starts_with(p)) {
         Some(p) if name.len() > p.len() => Ok(()),
         Some(_) => Err(Error::Invalid),
-        // system.* (POSIX ACLs) and unknown namespaces are not supported.
+        // Other system.* names and unknown namespaces are not supported.
         None => Err(Error::NotSupported),
     }
 }
@@ -57,9 +61,37 @@ impl Core {
             return Err(Error::NoSpace);
         }
         let mut tx = Tx::new();
-        tx.push(Record::SetXattr { ino, name: name.to_vec(), value: value.to_vec() });
+        match name {
+            ACL_ACCESS | ACL_DEFAULT => self.set_acl(&mut tx, ino, name, value)?,
+            _ => tx.push(Record::SetXattr { ino, name: name.to_vec(), value: value.to_vec() }),
+        }
         tx.attr(&self.st, ino)?.ctime = Timespec::now();
         self.commit_tx(tx)
+    }
+
+    /// Sets a POSIX ACL, validated: the access ACL sets the mode's permission bits,
+    /// and one the mode says all of is not stored (`posix_acl_update_mode`); a default
+    /// ACL is for directories only (EACCES, as `set_posix_acl`).
+    fn set_acl(&self, tx: &mut Tx, ino: Ino, name: &[u8], value: &[u8]) -> Result<()> {
+        let acl = Acl::decode(value)?;
+        let inode = self.inode(ino)?;
+        if name == ACL_DEFAULT {
+            if inode.attr.kind() != Kind::Dir {
+                return Err(Error::Access);
+            }
+            tx.push(Record::SetXattr { ino, name: name.to_vec(), value: acl.encode() });
+            return Ok(());
+        }
+        if acl.is_equiv_mode() {
+            if inode.xattrs.contains_key(name) {
+                tx.push(Record::RemoveXattr { ino, name: name.to_vec() });
+            }
+        } else {
+            tx.push(Record::SetXattr { ino, name: name.to_vec(), value: acl.encode() });
+        }
+        let a = tx.attr(&self.st, ino)?;
+        a.mode = (a.mode & !0o777) | acl.mode_bits();
+        Ok(())
     }
 
     pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {

@@ -193,6 +193,13 @@ impl Filesystem for DaxFuse {
         // Without it, every cached write costs a second round trip: FUSE never sets
         // SB_NOSEC, so the kernel asks for security.capability before each write.
         self.killpriv = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2).is_ok();
+        // POSIX ACLs: the kernel caches and enforces them (default_permissions is
+        // always on); the daemon keeps mode and ACL in step and gives new inodes their
+        // directory's default ACL (`fs::acl`), for which it needs the mode before the
+        // umask (FUSE_DONT_MASK: the kernel sends the umask separately).
+        if config.add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK).is_err() {
+            log::warn!("the kernel does not offer FUSE_POSIX_ACL: ACLs are stored but not enforced");
+        }
         // File handles that survive the kernel forgetting an inode (NFS export,
         // open_by_handle_at): the kernel then looks the inode up by number as "." (and
         // its parent as ".."), and refuses a handle whose generation differs. Inode
@@ -273,11 +280,17 @@ impl Filesystem for DaxFuse {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.entry(self.fs.mknod(ctx(req), ino(parent), name.as_bytes(), mode & !umask, rdev), reply)
+        let p = ino(parent);
+        let r = self.fs.create_mode(p, mode, umask).and_then(|m| self.fs.mknod(ctx(req), p, name.as_bytes(), m, rdev));
+        self.entry(r, reply)
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.entry(self.fs.mkdir(ctx(req), ino(parent), name.as_bytes(), mode & !umask), reply)
+        let p = ino(parent);
+        self.entry(
+            self.fs.create_mode(p, mode, umask).and_then(|m| self.fs.mkdir(ctx(req), p, name.as_bytes(), m)),
+            reply,
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -486,9 +499,11 @@ impl Filesystem for DaxFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let p = ino(parent);
         let r = self
             .fs
-            .mknod(ctx(req), ino(parent), name.as_bytes(), libc::S_IFREG | (mode & !umask & 0o7777), 0)
+            .create_mode(p, mode, umask)
+            .and_then(|m| self.fs.mknod(ctx(req), p, name.as_bytes(), libc::S_IFREG | (m & 0o7777), 0))
             .and_then(|a| self.fs.open_inode(a.ino).map(|()| a));
         match r {
             Ok(a) => {
