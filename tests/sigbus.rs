@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use daxlink::arena::{Media, MmapMedia};
+use daxlink::arena::{Media, MmapMedia, fault};
 use daxlink::dax::Owner;
 use daxlink::fs::{Ctx, Error, Fs, Options};
 use daxlink::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
@@ -18,30 +18,9 @@ use daxlink::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 const PS: u64 = PAGE_SIZE;
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
-/// The fault fields of a SIGBUS siginfo (`_sigfault`).
-#[repr(C)]
-struct SigFault {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    _pad: i32,
-    addr: usize,
-    addr_lsb: i16,
-}
-
 /// Queues SIGBUS with `code` at `addr` to this thread, which must be the main thread.
 fn queue_sigbus(code: i32, addr: usize) {
-    // SAFETY: a zeroed siginfo_t with its fault fields set through the kernel's layout;
-    // getpid/gettid and rt_tgsigqueueinfo take plain integers and that buffer.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let f = &mut *(&raw mut info).cast::<SigFault>();
-        (f.signo, f.code, f.addr, f.addr_lsb) = (libc::SIGBUS, code, addr, 12);
-        let (pid, tid) = (libc::getpid(), libc::gettid());
-        assert_eq!(pid, tid, "must run on the main thread");
-        let r = libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, libc::SIGBUS, &raw const info);
-        assert_eq!(r, 0, "rt_tgsigqueueinfo: {}", std::io::Error::last_os_error());
-    }
+    fault::queue_to_self(code, addr).expect("rt_tgsigqueueinfo (must run on the main thread)");
 }
 
 struct Pool {

@@ -162,6 +162,26 @@ struct SigFault {
     addr_lsb: i16,
 }
 
+/// Queues this thread `SIGBUS` with `code` at `addr` (`si_addr_lsb` 12), as
+/// `kill_proc` in mm/memory-failure.c sends it: the test double of a memory failure the
+/// kernel reports. The kernel lets a thread queue a kernel `si_code` only to itself and
+/// only as its process's main thread (`rt_tgsigqueueinfo`); elsewhere this is EPERM.
+pub fn queue_to_self(code: i32, addr: usize) -> io::Result<()> {
+    // SAFETY: a zeroed siginfo_t (128 bytes) with its fault fields set through the
+    // kernel's layout; getpid/gettid and rt_tgsigqueueinfo take plain integers and it.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let f = &mut *(&raw mut info).cast::<SigFault>();
+        (f.signo, f.code, f.addr, f.addr_lsb) = (libc::SIGBUS, code, addr, 12);
+        let r =
+            libc::syscall(libc::SYS_rt_tgsigqueueinfo, libc::getpid(), libc::gettid(), libc::SIGBUS, &raw const info);
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn installed() -> bool {
     matches!(PREVIOUS.get(), Some(Ok(_)))
 }
