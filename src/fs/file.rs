@@ -120,26 +120,29 @@ impl Core {
 
     /// Applies the atime policy after a read of `ino`.
     pub(super) fn note_access(&mut self, ino: Ino) {
-        if self.writable().is_err() {
+        if !self.atime_due(ino) {
             return;
         }
-        let mode = self.options().atime;
-        let now = Timespec::now();
-        let Some(i) = self.st.inodes.get_mut(&ino) else {
-            return;
-        };
-        let a = &mut i.attr;
-        if a.flags & FL_NOATIME != 0 {
-            return;
+        if let Some(i) = self.st.inodes.get_mut(&ino) {
+            i.attr.atime = Timespec::now();
+            self.touch(ino);
         }
-        let update = match mode {
+    }
+
+    /// Whether a read of `ino` now would update its atime: the mount's atime mode
+    /// (relatime: atime not after mtime or ctime, or a day old), the file's noatime
+    /// flag, and nothing on a read-only filesystem.
+    pub fn atime_due(&mut self, ino: Ino) -> bool {
+        let Some(a) = self.st.inodes.get(&ino).map(|i| i.attr) else { return false };
+        if self.writable().is_err() || a.flags & FL_NOATIME != 0 {
+            return false;
+        }
+        match self.options().atime {
             AtimeMode::Never => false,
             AtimeMode::Strict => true,
-            AtimeMode::Relatime => a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 24 * 3600,
-        };
-        if update {
-            a.atime = now;
-            self.touch(ino);
+            AtimeMode::Relatime => {
+                a.atime <= a.mtime || a.atime <= a.ctime || Timespec::now().sec - a.atime.sec >= 24 * 3600
+            }
         }
     }
 

@@ -263,6 +263,8 @@ impl Fs {
     }
 
     delegate_plain! {
+        /// Whether a read of `ino` now would update its atime.
+        fn atime_due(&self, ino: Ino) -> bool;
         /// The options the filesystem runs with (they change on a remount).
         fn options(&self) -> Options;
         fn statfs(&self) -> StatFs;

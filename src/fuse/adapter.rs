@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ use fuser::{
 
 use super::ioctl;
 use crate::dax::Owner;
-use crate::fs::{AtimeMode, Attr, Changer, Ctx, Dedupe, Error, Fs, Kind, Options, SetAttr, SetTime, Timespec};
+use crate::fs::{Attr, Changer, Ctx, Dedupe, Error, Fs, Kind, SetAttr, SetTime, Timespec};
 use crate::types::{Ino, Pfn};
 
 /// How long the kernel may cache names and attributes. Every change to them passes
@@ -43,13 +43,6 @@ pub struct DaxFuse {
     fs: Arc<Fs>,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
-    /// `FOPEN_KEEP_CACHE` keeps the kernel's page cache across opens: every change to
-    /// file data passes through this mount, whose kernel side updates or drops what it
-    /// caches (writes, truncate, fallocate, copy_file_range), except memory failures,
-    /// which `invalidate` reports; see `keeps_cache` (a remount may change it). Always
-    /// `FOPEN_NOFLUSH`: `flush` has nothing to do (no write-back cache, no locks kept
-    /// here), so close need not wait for it.
-    keep_cache: AtomicBool,
     /// The daemon could open the pool for writing: a read-only mount may become
     /// read-write (`mount -o remount,rw`).
     pool_writable: bool,
@@ -117,12 +110,11 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 impl DaxFuse {
-    pub fn new(fs: Arc<Fs>, opts: Options, pool_writable: bool, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
+    pub fn new(fs: Arc<Fs>, pool_writable: bool, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
         DaxFuse {
             fs,
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
-            keep_cache: AtomicBool::new(keeps_cache(&opts)),
             pool_writable,
             dir_refs: DashMap::new(),
             notifier,
@@ -168,17 +160,25 @@ impl DaxFuse {
         FileHandle(fh)
     }
 
-    /// How the kernel is to treat a handle opened with `flags`. An `O_DIRECT` open gets
-    /// `FOPEN_DIRECT_IO`, as passthrough_hp gives it: the kernel's direct path is
-    /// shorter than the cached path's O_DIRECT branch, and direct writes to one file
+    /// How the kernel is to treat a handle of `i` opened with `flags`. An `O_DIRECT`
+    /// open gets `FOPEN_DIRECT_IO`, as passthrough_hp gives it: the kernel's direct path
+    /// is shorter than the cached path's O_DIRECT branch, and direct writes to one file
     /// may run in parallel. It leaves dropping privileges to us (`write_kills_privs`).
-    fn fopen_flags(&self, flags: i32) -> FopenFlags {
+    /// Other opens keep the kernel's page cache (`FOPEN_KEEP_CACHE`: every change to
+    /// file data passes through this mount, whose kernel side updates or drops what it
+    /// caches, except memory failures, which `invalidate` reports), unless a read now
+    /// would update atime: the kernel never tells the server about reads it serves from
+    /// its cache, so such an open drops the cache and its first read comes here
+    /// (relatime's first read after a write; every open under strictatime). Always
+    /// `FOPEN_NOFLUSH`: `flush` has nothing to do (no write-back cache, no locks kept
+    /// here), so close need not wait for it.
+    fn fopen_flags(&self, i: Ino, flags: i32) -> FopenFlags {
         if flags & libc::O_DIRECT != 0 {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_NOFLUSH
-        } else if self.keep_cache.load(Ordering::Relaxed) {
-            FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_KEEP_CACHE
-        } else {
+        } else if self.fs.atime_due(i) {
             FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_KEEP_CACHE
         }
     }
 }
@@ -333,7 +333,7 @@ impl Filesystem for DaxFuse {
             return reply.error(errno(e));
         }
         match self.fs.open_inode(ino(i)) {
-            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), self.fopen_flags(flags.0)),
+            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), self.fopen_flags(ino(i), flags.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -508,7 +508,7 @@ impl Filesystem for DaxFuse {
         match r {
             Ok(a) => {
                 let fh = self.new_handle(a.ino, flags);
-                reply.created(&TTL, &file_attr(&a), Generation(a.generation()), fh, self.fopen_flags(flags))
+                reply.created(&TTL, &file_attr(&a), Generation(a.generation()), fh, self.fopen_flags(a.ino, flags))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -694,7 +694,6 @@ impl DaxFuse {
                     return Err(Errno::EROFS);
                 }
                 self.fs.reconfigure(opts).map_err(errno)?;
-                self.keep_cache.store(keeps_cache(&opts), Ordering::Relaxed);
                 Vec::new()
             }
             ioctl::DAXLINK_IOC_POISON => {
@@ -742,12 +741,6 @@ pub fn invalidate(n: &Notifier, owners: &[Owner]) {
             log::warn!("invalidating inode {} at block {}: {e}", o.ino, o.index);
         }
     }
-}
-
-/// Whether handles keep the kernel's page cache across opens: not under
-/// `strictatime`, whose every read must reach daxlink to update atime.
-fn keeps_cache(opts: &Options) -> bool {
-    opts.atime != AtimeMode::Strict
 }
 
 /// A caller as a changer of privileges: root is taken to hold `CAP_FSETID` (FUSE tells

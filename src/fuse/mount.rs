@@ -227,7 +227,7 @@ pub fn mount(fs: Arc<Fs>, cfg: &MountConfig, pool_writable: bool) -> io::Result<
     let notifier = Arc::new(OnceLock::new());
     let (sink, failures) = mpsc::channel::<Failure>();
     fs.set_failure_sink(sink);
-    let fuse = DaxFuse::new(fs, cfg.fs, pool_writable, notifier.clone());
+    let fuse = DaxFuse::new(fs, pool_writable, notifier.clone());
     let session = Session::new(fuse, &cfg.mountpoint, &cfg.fuser_config())?;
     let n = session.notifier();
     let _ = notifier.set(n.clone());
