@@ -2062,6 +2062,12 @@ fn immutable_and_append_only_inodes_refuse_what_the_vfs_refuses() {
     perm(p.fs.unlink(d, b"f"));
     perm(p.fs.rename(ROOT, d, b"f", d, b"h", 0));
     perm(p.fs.may_open_for_write(f, false, false));
+    let src = p.create(d, "src");
+    p.write_all(src, 0, &[7u8; 8192]);
+    perm(p.fs.clone_range(src, 0, f, 0, 0).map(drop));
+    perm(p.fs.copy_range(src, 0, f, 0, 8192).map(drop));
+    perm(p.fs.dedupe_range(src, 0, f, 0, 4096).map(drop));
+    perm(p.fs.unshare(f, 0, 4096));
     assert_eq!(p.read_all(f), b"0123456789", "an immutable file changed");
 
     p.fs.set_flags(f, FL_APPEND).unwrap();
@@ -2142,6 +2148,8 @@ fn posix_acls_keep_mode_and_acl_in_step_and_are_inherited() {
     assert_eq!(mode(&p, f), 0o751, "a refused ACL changed the mode");
     assert_eq!(errno(p.fs.setxattr(f, default, &plain, 0)), libc::EACCES, "default ACLs are for directories");
     assert_eq!(errno(p.fs.setxattr(f, b"system.other", b"x", 0)), libc::EOPNOTSUPP);
+    p.fs.removexattr(f, access).expect("removing an ACL that is not there succeeds");
+    assert_eq!(errno(p.fs.removexattr(f, b"user.none")), libc::ENODATA);
 
     let d = p.mkdir(Ino::ROOT, "d");
     let def = acl_xattr(&[(1, 7, UNDEF), (4, 5, UNDEF), (8, 7, 50), (0x10, 7, UNDEF), (0x20, 5, UNDEF)]);

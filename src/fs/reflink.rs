@@ -52,6 +52,8 @@ impl Core {
     fn remap_prep(&self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64, dedupe: bool) -> Result<Option<Remap>> {
         let size_in = self.regular_size(src)?;
         let size_out = self.regular_size(dst)?;
+        // IS_IMMUTABLE (and IS_APPEND, which the kernel meets as an O_APPEND open).
+        self.may_modify(dst)?;
         let mut len = len;
         if len == 0 {
             if dedupe || soff == size_in {
@@ -196,6 +198,8 @@ impl Core {
         self.writable()?;
         let size_in = self.regular_size(src)?;
         let size_out = self.regular_size(dst)?;
+        // generic_copy_file_checks: IS_IMMUTABLE before any shortening to EOF.
+        self.may_modify(dst)?;
         if soff >= size_in || len == 0 {
             return Ok(0);
         }
@@ -247,6 +251,8 @@ impl Core {
         self.settle_copies();
         self.writable()?;
         let size = self.regular_size(ino)?;
+        // vfs_fallocate refuses FALLOC_FL_UNSHARE_RANGE on immutable and append-only files.
+        self.may_modify(ino)?;
         let end = off.saturating_add(len).min(size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
         if off >= end {
             return Ok(());
