@@ -274,3 +274,181 @@ fn clone_of_a_file_with_holes_keeps_the_holes() {
     assert_eq!(fs.seek(b, PS, libc::SEEK_DATA), Ok(10 * PS));
     fs.check().unwrap();
 }
+
+/// A pool with directories `src` and `dst` under the root.
+fn src_and_dst(size: u64) -> (Arc<MemMedia>, Fs, Ino, Ino) {
+    let (media, fs) = mkfs(size);
+    let src = fs.mkdir(CTX, ROOT, b"src", 0o755).unwrap().ino;
+    let dst = fs.mkdir(CTX, ROOT, b"dst", 0o755).unwrap().ino;
+    (media, fs, src, dst)
+}
+
+/// Every entry `clone_entries` makes of `src`'s non-directories in `dst`, batch by batch.
+fn clone_all_entries(fs: &Fs, src: Ino, dst: Ino) -> (u64, u64, Vec<Ino>) {
+    let (mut cursor, mut made, mut bytes, mut skipped, mut calls) = (0, 0, 0, Vec::new(), 0);
+    loop {
+        let r = fs.clone_entries(src, dst, cursor, 1024).unwrap();
+        made += r.files + r.symlinks + r.special;
+        bytes += r.bytes;
+        skipped.extend(r.skipped);
+        calls += 1;
+        assert!(calls < 100, "clone_entries does not come to an end");
+        match r.next {
+            Some(n) => cursor = n,
+            None => return (made, bytes, skipped),
+        }
+    }
+}
+
+#[test]
+fn clone_entries_copies_files_symlinks_and_nodes_with_their_attributes_in_one_go() {
+    use daxlink::fs::{SetAttr, SetTime, Timespec};
+    let (media, fs, src, dst) = src_and_dst(64 << 20);
+    // A file with holes at the start, in the middle and at the end, and an unaligned EOF.
+    let sparse = fs.mknod(CTX, src, b"sparse", libc::S_IFREG | 0o4751, 0).unwrap().ino;
+    fs.write(sparse, 3 * PS, &pattern(2 * PS, 7), false).unwrap();
+    fs.write(sparse, 9 * PS, &pattern(PS + 10, 8), false).unwrap();
+    fs.setattr(sparse, SetAttr { size: Some(20 * PS + 100), ..SetAttr::default() }).unwrap();
+    let when = |sec| Some(SetTime::At(Timespec { sec, nsec: 123 }));
+    fs.setattr(
+        sparse,
+        SetAttr { uid: Some(7), gid: Some(8), atime: when(1_000_000), mtime: when(2_000_000), ..SetAttr::default() },
+    )
+    .unwrap();
+    fs.setxattr(sparse, b"user.k", b"v", 0).unwrap();
+    fs.setxattr(sparse, b"trusted.t", &pattern(3000, 9), 0).unwrap();
+    let empty = fs.mknod(CTX, src, b"empty", libc::S_IFREG | 0o600, 0).unwrap().ino;
+    fs.symlink(CTX, src, b"link", b"sparse").unwrap();
+    fs.mknod(CTX, src, b"fifo", libc::S_IFIFO | 0o640, 0).unwrap();
+    fs.mknod(CTX, src, b"null", libc::S_IFCHR | 0o666, 0x0103).unwrap();
+    fs.mkdir(CTX, src, b"subdir", 0o700).unwrap();
+    let multi = file(&fs, "multi", &pattern(PS, 3)).ino;
+    fs.link(multi, src, b"two").unwrap();
+    let used = fs.statfs().bfree;
+    let (made, bytes, skipped) = clone_all_entries(&fs, src, dst);
+    assert_eq!(made, 5, "sparse, empty, link, fifo, null");
+    assert_eq!(bytes, 4 * PS, "the mapped pages of sparse, all shared");
+    assert_eq!(skipped, vec![multi], "a file of several links is the caller's");
+    assert_eq!(fs.statfs().bfree, used, "no data page is used");
+    let check = |fs: &Fs| {
+        let got = |name: &[u8]| fs.lookup(dst, name).unwrap();
+        let (a, b) = (fs.getattr(sparse).unwrap(), got(b"sparse"));
+        assert_eq!(
+            (b.mode, b.uid, b.gid, b.size, b.atime, b.mtime, b.nlink, b.blocks),
+            (a.mode, a.uid, a.gid, a.size, a.atime, a.mtime, 1, a.blocks)
+        );
+        assert_eq!(fs.read(b.ino, 0, 21 * PS).unwrap(), fs.read(sparse, 0, 21 * PS).unwrap());
+        let (sm, dm) = (fs.extents(sparse).unwrap(), fs.extents(b.ino).unwrap());
+        assert_eq!(
+            dm.iter().map(|m| (m.fblock, m.pfn, m.len)).collect::<Vec<_>>(),
+            sm.iter().map(|m| (m.fblock, m.pfn, m.len)).collect::<Vec<_>>()
+        );
+        assert!(dm.iter().all(|m| m.shared), "every page of the copy is shared");
+        assert_eq!(fs.getxattr(b.ino, b"trusted.t").unwrap(), pattern(3000, 9));
+        assert_eq!(fs.listxattr(b.ino).unwrap(), fs.listxattr(sparse).unwrap());
+        assert_eq!(got(b"empty").mode, fs.getattr(empty).unwrap().mode);
+        assert_eq!(fs.readlink(got(b"link").ino).unwrap(), b"sparse");
+        assert_eq!(got(b"fifo").mode, libc::S_IFIFO | 0o640);
+        assert_eq!((got(b"null").mode, got(b"null").rdev), (libc::S_IFCHR | 0o666, 0x0103));
+        assert_eq!(fs.lookup(dst, b"subdir"), Err(Error::NotFound), "directories are the caller's");
+        assert_eq!(fs.lookup(dst, b"multi"), Err(Error::NotFound));
+        fs.check().unwrap();
+    };
+    check(&fs);
+    check(&reopen(&media));
+    // A second run finds every name taken and leaves each one to the caller.
+    let (made, _, skipped) = clone_all_entries(&fs, src, dst);
+    assert_eq!((made, skipped.len()), (0, 6));
+    // A write to the copy unshares its page; the source keeps its bytes.
+    let copy = fs.lookup(dst, b"sparse").unwrap().ino;
+    fs.write(copy, 3 * PS, b"changed", false).unwrap();
+    assert_eq!(fs.read(sparse, 3 * PS, PS).unwrap(), pattern(PS, 7));
+    assert_eq!(shared_bytes(&fs, copy), 3 * PS);
+    fs.check().unwrap();
+}
+
+#[test]
+fn clone_entries_goes_on_from_its_cursor_over_large_directories() {
+    let (media, fs, src, dst) = src_and_dst(64 << 20);
+    for i in 0..1500 {
+        let a = fs.mknod(CTX, src, format!("f{i}").as_bytes(), libc::S_IFREG | 0o644, 0).unwrap();
+        if i % 100 == 0 {
+            fs.write(a.ino, 0, &pattern(PS, i as u8), false).unwrap();
+            fs.mkdir(CTX, src, format!("d{i}").as_bytes(), 0o755).unwrap();
+        }
+    }
+    let first = fs.clone_entries(src, dst, 0, 1024).unwrap();
+    assert!(first.next.is_some() && first.files < 1500, "one call stops at its batch size");
+    let (made, bytes, skipped) = clone_all_entries(&fs, src, dst);
+    // The second pass starts over: the names of the first batch are taken.
+    assert_eq!((first.files + made, first.bytes + bytes, skipped.len() as u64), (1500, 15 * PS, first.files));
+    let names = |d| fs.readdir(d, 0, 10_000).unwrap().into_iter().filter(|e| e.name[0] == b'f').count();
+    assert_eq!(names(dst), 1500);
+    reopen(&media).check().unwrap();
+}
+
+#[test]
+fn clone_entries_leaves_damaged_files_and_refuses_what_is_not_a_directory_or_immutable() {
+    use daxlink::fs::inode::{FL_IMMUTABLE, FL_NODUMP};
+    let (_m, fs, src, dst) = src_and_dst(32 << 20);
+    let bad = fs.mknod(CTX, src, b"bad", libc::S_IFREG | 0o644, 0).unwrap().ino;
+    fs.write(bad, 0, &pattern(2 * PS, 1), false).unwrap();
+    let good = fs.mknod(CTX, src, b"good", libc::S_IFREG | 0o644, 0).unwrap().ino;
+    fs.write(good, 0, &pattern(PS, 2), false).unwrap();
+    let pfn = fs.extents(bad).unwrap()[0].pfn.plus(1);
+    fs.memory_failure(pfn, 1).unwrap();
+    let (made, _, skipped) = clone_all_entries(&fs, src, dst);
+    assert_eq!((made, skipped), (1, vec![bad]), "a damaged file is left to the caller, which reports it");
+    assert_eq!(fs.clone_entries(good, dst, 0, 1024).map(|_| ()), Err(Error::NotDir));
+    assert_eq!(fs.clone_entries(src, good, 0, 1024).map(|_| ()), Err(Error::NotDir));
+    // An immutable directory takes no new names; the copies keep no inode flags (cp -a).
+    let locked = fs.mkdir(CTX, ROOT, b"locked", 0o755).unwrap().ino;
+    fs.set_flags(locked, FL_IMMUTABLE).unwrap();
+    assert_eq!(fs.clone_entries(src, locked, 0, 1024).map(|_| ()), Err(Error::Perm));
+    fs.set_flags(good, FL_NODUMP).unwrap();
+    let again = fs.mkdir(CTX, ROOT, b"again", 0o755).unwrap().ino;
+    clone_all_entries(&fs, src, again);
+    assert_eq!(fs.lookup(again, b"good").unwrap().flags, 0);
+    fs.check().unwrap();
+}
+
+#[test]
+fn clone_entries_at_a_full_inode_table_clones_what_fits_then_fails_with_enospc() {
+    let (media, fs, src, dst) = src_and_dst(16 << 20);
+    for i in 0..300 {
+        let a = fs.mknod(CTX, src, format!("f{i:03}").as_bytes(), libc::S_IFREG | 0o644, 0).unwrap();
+        fs.setxattr(a.ino, b"user.pad", &pattern(1000, i as u8), 0).unwrap();
+    }
+    // Fill the metadata with big xattrs until nothing more fits, then free a few.
+    let fill = fs.mkdir(CTX, ROOT, b"fill", 0o755).unwrap().ino;
+    let mut n = 0;
+    'full: loop {
+        let a = fs.mknod(CTX, fill, format!("x{n}").as_bytes(), libc::S_IFREG | 0o644, 0).unwrap();
+        for k in 0..16 {
+            if fs.setxattr(a.ino, format!("user.{k}").as_bytes(), &[7u8; 60_000], 0) == Err(Error::NoSpace) {
+                break 'full;
+            }
+        }
+        n += 1;
+    }
+    let x0 = fs.lookup(fill, b"x0").unwrap().ino;
+    fs.removexattr(x0, b"user.0").unwrap();
+    // Batches go in, smaller and smaller, until not even one entry fits.
+    let (mut cursor, mut made) = (0, 0);
+    let err = loop {
+        match fs.clone_entries(src, dst, cursor, 1024) {
+            Ok(r) => {
+                made += r.files;
+                assert!(r.skipped.is_empty());
+                cursor = r.next.expect("the directory ends before the table is full");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, Error::NoSpace);
+    assert!(made > 0 && made < 300, "some but not all fit: {made}");
+    let fresh = reopen(&media);
+    fresh.check().unwrap();
+    let copies = fresh.readdir(dst, 0, 1000).unwrap().into_iter().filter(|e| e.name[0] == b'f').count();
+    assert_eq!(copies as u64, made, "what was cloned is durable, the rest absent");
+}

@@ -4,6 +4,7 @@ mod daemon;
 mod failure;
 mod inspect;
 mod reflink;
+mod tree;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -62,9 +63,27 @@ enum Cmd {
         json: bool,
     },
     /// Clone SRC into DST sharing every page (`cp --reflink=always`); fails if any page was copied.
+    /// With -r (or -a): a whole tree, with what `cp -a` preserves.
+    #[command(group(clap::ArgGroup::new("tree").args(["recursive", "archive"]).multiple(true)))]
     Clone {
         src: PathBuf,
         dst: PathBuf,
+        /// Clone a directory tree as `cp -a` copies it (into DST/NAME when DST is a directory).
+        #[arg(short, long, conflicts_with_all = ["src_offset", "dst_offset", "len"])]
+        recursive: bool,
+        /// The same as -r: `cp -a`'s attributes are always kept.
+        #[arg(short, long, conflicts_with_all = ["src_offset", "dst_offset", "len"])]
+        archive: bool,
+        /// With -r: say what would be cloned, and change nothing.
+        #[arg(long, requires = "tree")]
+        dry_run: bool,
+        /// With -r: name every entry cloned.
+        #[arg(short, long, requires = "tree")]
+        verbose: bool,
+        /// With -r: clone file by file from here, never in batches inside the daemon
+        /// (what a caller other than root gets).
+        #[arg(long, requires = "tree")]
+        per_file: bool,
         #[command(flatten)]
         range: RangeArgs,
     },
@@ -212,7 +231,13 @@ pub fn main() -> ExitCode {
         Cmd::Mount { pool, mountpoint, foreground, o } => daemon::mount(&pool, &mountpoint, foreground, &o.join(",")),
         Cmd::Stat { mountpoint, json } => inspect::stat(&mountpoint, json),
         Cmd::Fsck { pool, repair, json } => inspect::fsck(&pool, repair, json),
-        Cmd::Clone { src, dst, range } => reflink::clone(&src, &dst, range.range(), range.is_whole()),
+        Cmd::Clone { src, dst, recursive, archive, dry_run, verbose, per_file, range } => {
+            if recursive || archive {
+                tree::clone_tree(&src, &dst, tree::Opts { dry_run, verbose, per_file })
+            } else {
+                reflink::clone(&src, &dst, range.range(), range.is_whole())
+            }
+        }
         Cmd::Dedupe { src, dst, range } => reflink::dedupe(&src, &dst, range.range()),
         Cmd::Unshare { file, offset, len } => reflink::unshare(&file, offset, len),
         Cmd::Extents { file, json } => reflink::extents(&file, json),

@@ -8,7 +8,7 @@
 
 use super::core::Core;
 use super::error::{Error, Result};
-use super::inode::{Kind, MAX_FILE_SIZE, Timespec};
+use super::inode::{Attr, Body, Kind, MAX_FILE_SIZE, Timespec};
 use super::record::Record;
 use super::tx::Tx;
 use crate::types::{FileBlock, Ino, PAGE_SIZE};
@@ -269,5 +269,153 @@ impl Core {
             self.unshare_block(ino, b)?;
         }
         Ok(())
+    }
+}
+
+/// Most entries one `clone_entries` call looks at, and about the most record bytes it
+/// logs in its one transaction: it holds the core lock throughout, and its
+/// transaction must fit the log of the smallest pool (a 16 MiB pool logs 256 KiB).
+const BATCH_ENTRIES: usize = 512;
+const BATCH_BYTES: u64 = 64 << 10;
+
+/// What one batch of `clone_entries` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryClones {
+    pub files: u64,
+    pub symlinks: u64,
+    pub special: u64,
+    /// Bytes of the pages the new files map, every one shared with its source.
+    pub bytes: u64,
+    /// The cookie to go on from; `None` at the end of the directory.
+    pub next: Option<u64>,
+    /// Entries left to the caller: more than one link (a hard link is the caller's to
+    /// make, it alone sees the whole tree), damaged pages (whose copy the caller's own
+    /// clone reports), a name the destination has already.
+    pub skipped: Vec<Ino>,
+}
+
+impl Core {
+    /// `cp -a`, for the entries of directory `src` that are not directories, from
+    /// readdir cookie `cursor` on: each becomes a new inode in `dst` under the same
+    /// name with the same mode, owner, atime, mtime, xattrs, symlink target or device
+    /// number, a regular file mapping every page of its source shared (holes stay
+    /// holes) — one transaction for the batch, so a crash leaves all of it or none.
+    /// Stops before `max_skipped` skipped entries would not fit the reply.
+    pub fn clone_entries(&mut self, src: Ino, dst: Ino, cursor: u64, max_skipped: usize) -> Result<EntryClones> {
+        self.settle_copies();
+        self.writable()?;
+        let dattr = self.inode(dst)?.attr;
+        if self.inode(dst)?.dir().is_none() {
+            return Err(Error::NotDir);
+        }
+        if dattr.nlink == 0 {
+            // A removed directory takes no new entries (IS_DEADDIR).
+            return Err(Error::NotFound);
+        }
+        // may_create: an immutable directory takes no new names.
+        self.may_change_entries(dst, false)?;
+        let sdir = self.inode(src)?.dir().ok_or(Error::NotDir)?;
+        let batch: Vec<(u64, Vec<u8>, Ino)> =
+            sdir.after(cursor).take(BATCH_ENTRIES).map(|(c, n, i)| (c, n.to_vec(), i)).collect();
+        // (cookie, name, source) of what goes in, and of what is left to the caller.
+        let mut chosen: Vec<(u64, Vec<u8>, Ino)> = Vec::new();
+        let mut skipped: Vec<(u64, Ino)> = Vec::new();
+        let (mut last, mut bytes) = (cursor, 0);
+        for (cookie, name, ino) in batch {
+            if skipped.len() == max_skipped || bytes >= BATCH_BYTES {
+                break;
+            }
+            last = cookie;
+            let inode = self.inode(ino)?;
+            let a = inode.attr;
+            if a.kind() == Kind::Dir {
+                continue;
+            }
+            let damaged = self.st.poison.range((ino, FileBlock(0))..=(ino, FileBlock(u64::MAX))).next().is_some();
+            let taken = self.inode(dst)?.dir().is_some_and(|d| d.get(&name).is_some());
+            if a.nlink > 1 || damaged || taken {
+                skipped.push((cookie, ino));
+                continue;
+            }
+            let extents = inode.extents().map_or(0, |m| m.len() as u64);
+            let xattrs: u64 = inode.xattrs.iter().map(|(n, v)| (n.len() + v.len()) as u64 + 16).sum();
+            bytes += 128 + 2 * name.len() as u64 + extents * 34 + xattrs;
+            // As clone_range: the bytes past EOF in a shared EOF page become the copy's
+            // bytes past its EOF, so they must be zeros first (invisible in the source).
+            if a.kind() == Kind::File
+                && !aligned(a.size)
+                && !self.zero_past_eof_already(ino, a.size)?
+                && self.zero_past_eof(ino, a.size).is_err()
+            {
+                skipped.push((cookie, ino));
+                continue;
+            }
+            chosen.push((cookie, name, ino));
+        }
+        // A transaction the log cannot take even after a checkpoint (the inode table
+        // is full, or the entries' xattrs fill the log): as many entries as it takes.
+        // A lone entry that does not fit fails the call, which has made nothing: the
+        // caller's own clone of it fails with ENOSPC when the inode table is full, and
+        // succeeds one xattr at a time otherwise.
+        let mut take = chosen.len();
+        let mut out = loop {
+            let (tx, out) = self.clone_tx(dst, &chosen[..take])?;
+            match self.commit_tx(tx) {
+                Ok(()) => break out,
+                Err(Error::NoSpace) if take > 1 => {
+                    take /= 2;
+                    last = chosen[take - 1].0;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        out.skipped = skipped.iter().filter(|(c, _)| *c <= last).map(|(_, i)| *i).collect();
+        let more = self.inode(src)?.dir().is_some_and(|d| d.after(last).next().is_some());
+        out.next = more.then_some(last);
+        Ok(out)
+    }
+
+    /// The transaction that makes the copies of `chosen` in `dst`, and its counts.
+    fn clone_tx(&self, dst: Ino, chosen: &[(u64, Vec<u8>, Ino)]) -> Result<(Tx, EntryClones)> {
+        let now = Timespec::now();
+        let mut tx = Tx::new();
+        let mut out = EntryClones::default();
+        for (n, (_, name, ino)) in chosen.iter().enumerate() {
+            let inode = self.inode(*ino)?;
+            let new = Ino(self.st.next_ino + n as u64);
+            // cp -a keeps no inode flags (chattr's), so neither does this.
+            tx.create(Attr { ino: new, nlink: 1, ctime: now, btime: now, flags: 0, ..inode.attr });
+            match &inode.body {
+                Body::File(map) => {
+                    for e in map.iter() {
+                        tx.push(Record::Map { ino: new, fblock: e.fblock, pfn: e.pfn, len: e.len, shared: true });
+                        out.bytes += e.len * PAGE_SIZE;
+                    }
+                    out.files += 1;
+                }
+                Body::Symlink(target) => {
+                    tx.push(Record::SetSymlink { ino: new, target: target.clone() });
+                    out.symlinks += 1;
+                }
+                _ => out.special += 1,
+            }
+            tx.push(Record::Link { dir: dst, name: name.clone(), ino: new });
+            for (name, value) in &inode.xattrs {
+                tx.push(Record::SetXattr { ino: new, name: name.clone(), value: value.clone() });
+            }
+        }
+        if !chosen.is_empty() {
+            let d = tx.attr(&self.st, dst)?;
+            d.mtime = now;
+            d.ctime = now;
+        }
+        Ok((tx, out))
+    }
+}
+
+impl super::Fs {
+    /// `Core::clone_entries` under the lock.
+    pub fn clone_entries(&self, src: Ino, dst: Ino, cursor: u64, max_skipped: usize) -> Result<EntryClones> {
+        self.run(|c| c.clone_entries(src, dst, cursor, max_skipped))
     }
 }

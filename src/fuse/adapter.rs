@@ -723,6 +723,22 @@ impl DaxFuse {
                 self.fs.unshare(i, arg(0)?, arg(1)?).map_err(errno)?;
                 Vec::new()
             }
+            // Root only: the daemon makes these copies itself, so it could neither check
+            // each source against the caller's permissions nor drop what `cp -a` drops
+            // for a caller who may not keep owners; anyone else clones file by file.
+            ioctl::DAXLINK_IOC_CLONE_DIR if req.uid() != 0 => return Err(Errno::EPERM),
+            ioctl::DAXLINK_IOC_CLONE_DIR => {
+                let r = self.fs.clone_entries(Ino(arg(0)?), i, arg(1)?, ioctl::CLONE_DIR_MAX).map_err(errno)?;
+                // The directory's times changed. Its new names need nothing dropped: a
+                // lookup answered ENOENT leaves a negative dentry whose entry timeout is
+                // zero (fuse_lookup), so the kernel asks again.
+                if r.files + r.symlinks + r.special > 0 {
+                    self.invalidate_attr(i);
+                }
+                let skipped = r.skipped.iter().map(|s| s.0).collect();
+                let (files, symlinks, special, bytes, next) = (r.files, r.symlinks, r.special, r.bytes, r.next);
+                ioctl::encode_clone_dir(&ioctl::CloneDir { files, symlinks, special, bytes, next, skipped })
+            }
             _ => return Err(Errno::ENOTTY),
         };
         if out.len() > out_size {

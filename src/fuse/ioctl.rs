@@ -293,6 +293,51 @@ pub fn decode_poison(b: &[u8]) -> Option<(Vec<PoisonRow>, Option<PoisonCursor>)>
     Some((rows, (more != 0).then_some(next)))
 }
 
+/// Clone the entries of a directory that are not directories into the directory the
+/// ioctl is on, in one transaction (root only: the daemon cannot check permissions or
+/// drop privileges as the kernel would for anyone else): in `[source directory inode,
+/// cursor]` (0 at first); out `[files, symlinks, special files, bytes shared, more, next
+/// cursor, count]` then `count` inode numbers of entries left to the caller.
+pub const CLONE_DIR_MAX: usize = 1024;
+pub const CLONE_DIR_LEN: usize = 7 * 8 + CLONE_DIR_MAX * 8;
+pub const DAXLINK_IOC_CLONE_DIR: u32 = ioc(IOC_READ | IOC_WRITE, 9, CLONE_DIR_LEN);
+
+/// One batch of `DAXLINK_IOC_CLONE_DIR`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloneDir {
+    pub files: u64,
+    pub symlinks: u64,
+    pub special: u64,
+    pub bytes: u64,
+    /// Where the next batch starts, if the directory goes on.
+    pub next: Option<u64>,
+    /// Entries the daemon left to the caller, by inode number.
+    pub skipped: Vec<u64>,
+}
+
+pub fn encode_clone_dir(r: &CloneDir) -> Vec<u8> {
+    let n = r.skipped.len().min(CLONE_DIR_MAX);
+    let mut w = vec![r.files, r.symlinks, r.special, r.bytes, r.next.is_some() as u64, r.next.unwrap_or(0), n as u64];
+    w.extend(&r.skipped[..n]);
+    bytes(&w, CLONE_DIR_LEN)
+}
+
+pub fn decode_clone_dir(b: &[u8]) -> Option<CloneDir> {
+    let w = words(b);
+    let count = *w.get(6)? as usize;
+    if count > CLONE_DIR_MAX {
+        return None;
+    }
+    Some(CloneDir {
+        files: w[0],
+        symlinks: w[1],
+        special: w[2],
+        bytes: w[3],
+        next: (w[4] != 0).then_some(w[5]),
+        skipped: w.get(7..7 + count)?.to_vec(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,5 +453,15 @@ mod tests {
         assert!(decode_stats(&[0; 8]).is_none());
         assert!(decode_extents(&bytes(&[EXTENTS_MAX as u64 + 1, 0, 0], EXTENTS_LEN)).is_none());
         assert!(decode_page(&bytes(&[1, 9], PAGE_LEN)).is_none());
+    }
+
+    #[test]
+    fn clone_dir_replies_roundtrip_and_refuse_overlong_counts() {
+        assert_eq!(((DAXLINK_IOC_CLONE_DIR >> 16) & 0x3fff) as usize, CLONE_DIR_LEN);
+        let r = CloneDir { files: 9, symlinks: 2, special: 1, bytes: 1 << 20, next: Some(77), skipped: vec![5, 8] };
+        assert_eq!(decode_clone_dir(&encode_clone_dir(&r)), Some(r));
+        let end = CloneDir { next: None, skipped: (0..CLONE_DIR_MAX as u64).collect(), ..CloneDir::default() };
+        assert_eq!(decode_clone_dir(&encode_clone_dir(&end)), Some(end));
+        assert!(decode_clone_dir(&bytes(&[0, 0, 0, 0, 0, 0, CLONE_DIR_MAX as u64 + 1], CLONE_DIR_LEN)).is_none());
     }
 }
