@@ -5,9 +5,14 @@
 //! cli -> fuse -> fs -> dax -> arena
 //! ```
 
+// Every `unsafe` block says why it is sound; the core and the dax layer have none.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod arena;
 pub mod cli;
+#[forbid(unsafe_code)]
 pub mod dax;
+#[forbid(unsafe_code)]
 pub mod fs;
 pub mod fuse;
 pub mod types;

@@ -319,3 +319,23 @@ fn failures_the_media_reports_are_failed_like_injected_ones() {
     assert!(fs.take_media_failures().is_empty(), "a report is taken once");
     fs.check().unwrap();
 }
+
+#[test]
+fn a_clone_of_a_failed_page_reads_eio_in_the_copy_too() {
+    let (_m, fs) = mkfs();
+    let d = data(4 * PS);
+    let a = file(&fs, "a", &d);
+    fs.memory_failure(pfn_at(&fs, a, PS), 1).unwrap();
+    let b = file(&fs, "b", &[]);
+    fs.clone_range(a, 0, b, 0, 0).unwrap();
+    let c = file(&fs, "c", &[]);
+    assert_eq!(fs.copy_range(a, 0, c, 0, 4 * PS).unwrap(), 4 * PS, "whole blocks are shared, poison and all");
+    for ino in [b, c] {
+        assert_eq!(fs.read(ino, PS, PS), Err(Error::HwPoison), "inode {ino}: a copy must not read a failed page");
+        assert_eq!(fs.read(ino, 2 * PS, PS).unwrap(), d[2 * PS as usize..3 * PS as usize]);
+    }
+    fs.write(b, PS, &[1u8; PS as usize], false).unwrap();
+    assert_eq!(fs.read(b, PS, PS).unwrap(), vec![1u8; PS as usize], "a whole-page write heals the copy");
+    assert_eq!(fs.read(a, PS, PS), Err(Error::HwPoison), "and only the copy");
+    fs.check().unwrap();
+}

@@ -170,9 +170,10 @@ impl Node<'_> {
     /// The names of every xattr the caller may read (`trusted.*` only root lists).
     fn list_xattrs(&self, buf: &mut [u8]) -> io::Result<Vec<CString>> {
         let p = buf.as_mut_ptr().cast();
-        // SAFETY: the buffer is `buf.len()` bytes; the descriptor or path is open/valid.
         let n = match self {
+            // SAFETY: the buffer is `buf.len()` bytes; the descriptor or path is open/valid.
             Node::Fd(fd) => unsafe { libc::flistxattr(fd.as_raw_fd(), p, buf.len()) },
+            // SAFETY: the buffer is `buf.len()` bytes; the descriptor or path is open/valid.
             Node::At(dir, name) => unsafe { libc::llistxattr(Self::proc_path(dir, name)?.as_ptr(), p, buf.len()) },
         };
         if n < 0 {
@@ -184,9 +185,10 @@ impl Node<'_> {
 
     fn get_xattr(&self, name: &CStr, buf: &mut [u8]) -> io::Result<Vec<u8>> {
         let p = buf.as_mut_ptr().cast();
-        // SAFETY: the buffer is `buf.len()` bytes; `name` is NUL-terminated.
         let n = match self {
+            // SAFETY: the buffer is `buf.len()` bytes; `name` is NUL-terminated.
             Node::Fd(fd) => unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), p, buf.len()) },
+            // SAFETY: the buffer is `buf.len()` bytes; `name` is NUL-terminated.
             Node::At(dir, at) => unsafe {
                 libc::lgetxattr(Self::proc_path(dir, at)?.as_ptr(), name.as_ptr(), p, buf.len())
             },
@@ -199,9 +201,10 @@ impl Node<'_> {
 
     fn set_xattr(&self, name: &CStr, value: &[u8]) -> io::Result<()> {
         let v = value.as_ptr().cast();
-        // SAFETY: `value` is `value.len()` bytes; `name` is NUL-terminated.
         cvt(match self {
+            // SAFETY: `value` is `value.len()` bytes; `name` is NUL-terminated.
             Node::Fd(fd) => unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), v, value.len(), 0) },
+            // SAFETY: `value` is `value.len()` bytes; `name` is NUL-terminated.
             Node::At(dir, at) => unsafe {
                 libc::lsetxattr(Self::proc_path(dir, at)?.as_ptr(), name.as_ptr(), v, value.len(), 0)
             },
@@ -210,18 +213,20 @@ impl Node<'_> {
     }
 
     fn remove_xattr(&self, name: &CStr) -> io::Result<()> {
-        // SAFETY: `name` is NUL-terminated; the descriptor or path is open/valid.
         cvt(match self {
+            // SAFETY: `name` is NUL-terminated; the descriptor or path is open/valid.
             Node::Fd(fd) => unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) },
+            // SAFETY: `name` is NUL-terminated; the descriptor or path is open/valid.
             Node::At(dir, at) => unsafe { libc::lremovexattr(Self::proc_path(dir, at)?.as_ptr(), name.as_ptr()) },
         })
         .map(drop)
     }
 
     fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
-        // SAFETY: plain system calls on an open descriptor / a NUL-terminated name.
         cvt(match self {
+            // SAFETY: plain system calls on an open descriptor / a NUL-terminated name.
             Node::Fd(fd) => unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) },
+            // SAFETY: plain system calls on an open descriptor / a NUL-terminated name.
             Node::At(dir, name) => unsafe {
                 libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
             },
@@ -231,9 +236,10 @@ impl Node<'_> {
 
     /// Not for symlinks, whose mode Linux neither keeps nor lets be set.
     fn chmod(&self, mode: u32) -> io::Result<()> {
-        // SAFETY: plain system calls on an open descriptor / a NUL-terminated name.
         cvt(match self {
+            // SAFETY: plain system calls on an open descriptor / a NUL-terminated name.
             Node::Fd(fd) => unsafe { libc::fchmod(fd.as_raw_fd(), mode) },
+            // SAFETY: plain system calls on an open descriptor / a NUL-terminated name.
             Node::At(dir, name) => unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) },
         })
         .map(drop)
@@ -241,9 +247,10 @@ impl Node<'_> {
 
     fn set_times(&self, st: &libc::stat) -> io::Result<()> {
         let ts = times(st);
-        // SAFETY: `ts` holds the two timespecs the calls read.
         cvt(match self {
+            // SAFETY: `ts` holds the two timespecs the calls read.
             Node::Fd(fd) => unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) },
+            // SAFETY: `ts` holds the two timespecs the calls read.
             Node::At(dir, name) => unsafe {
                 libc::utimensat(dir.as_raw_fd(), name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
             },

@@ -136,6 +136,12 @@ impl Core {
                 shared: true,
             });
         }
+        // A failed page shared into `dst` is lost there too: the copy reads EIO at it
+        // until a whole-page write, as the source does.
+        let end = sblock.plus(blocks);
+        for &(_, b) in self.st.poison.range((src, sblock)..(src, end)) {
+            tx.push(Record::Poison { ino: dst, fblock: dblock.plus(b.0 - sblock.0) });
+        }
         let now = Timespec::now();
         let a = tx.attr(&self.st, dst)?;
         a.size = a.size.max(new_size);
