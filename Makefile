@@ -17,9 +17,16 @@ deps:
 	@.ci/deps
 
 # `mount -t fuse.daxlink` finds the binary through mount.fuse3, which searches only
-# the system PATH: install puts it there.
+# the system PATH: install puts it there, with daxlink(8) and the bash and zsh
+# completions, which the binary writes from its own command-line definitions.
 install: build
 	install -m 0755 $(BIN) $(PREFIX)/bin/daxlink
+	$(BIN) generate man target/gen
+	$(BIN) generate bash target/gen
+	$(BIN) generate zsh target/gen
+	install -D -m 0644 target/gen/daxlink.8 $(PREFIX)/share/man/man8/daxlink.8
+	install -D -m 0644 target/gen/daxlink $(PREFIX)/share/bash-completion/completions/daxlink
+	install -D -m 0644 target/gen/_daxlink $(PREFIX)/share/zsh/site-functions/_daxlink
 
 run: deps build
 	@mkdir -p $(MNT)

@@ -398,3 +398,116 @@ fn reverse_map_queries_need_root_and_stat_does_not() {
     assert!(daxlink(&["page", mnt, &pfn]).status.success(), "root must still read the page state");
     s.umount();
 }
+
+/// The test's own system log: a datagram socket bound at /dev/log, drained by a thread
+/// (the kernel queues only a few datagrams per socket, and other tests' daemons send
+/// theirs here too while it exists). The socket file goes on drop.
+struct SyslogListener {
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SyslogListener {
+    /// `None` when /dev/log exists: a real system log owns it, and where it keeps its
+    /// lines (the journal, files, another host) is its own business.
+    fn bind() -> Option<SyslogListener> {
+        let sock = match std::os::unix::net::UnixDatagram::bind("/dev/log") {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return None,
+            Err(e) => panic!("bind /dev/log: {e}"),
+        };
+        let (tx, lines) = std::sync::mpsc::channel();
+        // The timeout lets the thread see that the test has gone.
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => {
+                        if tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) if Path::new("/dev/log").exists() => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Some(SyslogListener { lines })
+    }
+
+    /// The first line from `pid` that holds every one of `want`; fails after 10 s.
+    fn wait_for(&self, pid: i32, want: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let tag = format!(" daxlink[{pid}]: ");
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(&tag) && want.iter().all(|w| l.contains(w)) => return l,
+                Ok(l) if l.contains(&tag) => seen.push(l),
+                Ok(_) => {}
+                Err(_) => panic!("no line with {want:?} from daxlink[{pid}] in the system log; its lines: {seen:#?}"),
+            }
+        }
+    }
+}
+
+impl Drop for SyslogListener {
+    fn drop(&mut self) {
+        let _ = fs::remove_file("/dev/log");
+    }
+}
+
+/// A detached daemon logs to the system log: its mount, each memory failure with the
+/// owner's path, and its unmount, as daemon-facility lines tagged daxlink[PID], while
+/// `-o log=PATH` still gets them too. With no /dev/log at all, mount says so once and
+/// mounts.
+#[test]
+fn the_detached_daemon_logs_to_the_system_log() {
+    if !fuse_available() {
+        return;
+    }
+    // Only this test touches /dev/log. Where a real system log owns it, this test
+    // cannot read what the daemon sends there, and says so.
+    let Some(syslog) = SyslogListener::bind() else {
+        eprintln!("skipping: /dev/log exists (a real system log), and this test reads only its own");
+        return;
+    };
+    let s = Scratch::new("syslog", "64M");
+    let file_log = s.dir.join("daemon.log");
+    let opt = format!("log={}", file_log.display());
+    let out = daxlink(&["mount", s.pool.to_str().unwrap(), s.mnt.to_str().unwrap(), "-o", &opt]);
+    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "mount with a system log said: {}", String::from_utf8_lossy(&out.stderr));
+    let pid = s.daemon_pid();
+    let (pool, mnt) = (s.pool.canonicalize().unwrap(), s.mnt.canonicalize().unwrap());
+    let mounted = format!("mounted {} at {} ({opt})", pool.display(), mnt.display());
+    let line = syslog.wait_for(pid, &[&mounted]);
+    // <PRI> is facility * 8 + severity: daemon (3), info (6).
+    assert!(line.starts_with("<30>"), "not daemon.info: {line}");
+
+    fs::write(s.path("witness"), vec![7u8; 4096]).unwrap();
+    let w = s.path("witness");
+    let pfn = format!("page {} failed", first_pfn(&w));
+    let out = daxlink(&["inject-error", mnt.to_str().unwrap(), "--file", w.to_str().unwrap(), "--offset", "0"]);
+    assert!(out.status.success(), "inject-error: {}", String::from_utf8_lossy(&out.stderr));
+    let line = syslog.wait_for(pid, &["memory failure: ", &pfn, "1 owner(s): /witness at offset 0"]);
+    assert!(line.starts_with("<27>"), "not daemon.err: {line}");
+    // The file gets each line before the system log does.
+    let text = fs::read_to_string(&file_log).unwrap();
+    assert!(text.contains(&mounted) && text.contains("/witness at offset 0"), "-o log= file: {text}");
+
+    s.umount();
+    syslog.wait_for(pid, &[&format!("unmounted {} from {}", pool.display(), mnt.display())]);
+    drop(syslog);
+
+    assert!(!Path::new("/dev/log").exists(), "the test's /dev/log was not removed");
+    let out = daxlink(&["mount", s.pool.to_str().unwrap(), s.mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mount without a system log: {err}");
+    assert_eq!(
+        err, "daxlink: no system log (/dev/log): the daemon's log goes nowhere; use -o log=PATH\n",
+        "mount without a system log"
+    );
+    s.umount();
+}

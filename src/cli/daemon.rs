@@ -1,6 +1,7 @@
 //! `daxlink mount`: the daemon. Without `-f` it forks first (before any thread exists),
 //! and the parent exits only once the child reports the filesystem mounted or failed,
-//! so `mount -t fuse.daxlink` returns with the filesystem ready.
+//! so `mount -t fuse.daxlink` returns with the filesystem ready. A detached daemon logs
+//! to the system log (and to `-o log=PATH`); `-f` logs to stderr.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::reflink::ioctl_rw;
-use super::{LOCK_WAIT, fail};
+use super::{LOCK_WAIT, fail, logging};
 use crate::arena::pool::{mounted_at, mounts};
 use crate::arena::{Access, Pool, fault};
 use crate::fs::Fs;
@@ -46,7 +47,7 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
         };
     }
     if foreground {
-        return match serve(&cfg, |_| {}) {
+        return match serve(&cfg, opts, false, |_| {}) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(pool, e),
         };
@@ -66,15 +67,22 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
             // SAFETY: setsid in the fresh child detaches it from the caller's session.
             unsafe { libc::setsid() };
             let mut tx = Some(File::from(tx));
-            let r = serve(&cfg, |msg| {
+            let r = serve(&cfg, opts, true, |msg| {
+                // Connected before the caller goes, so that it can say if nothing is.
+                let logged = logging::to_syslog() || cfg.log.is_some();
                 // Dropping the pipe's write end lets the parent see EOF and exit.
                 if let Some(mut t) = tx.take() {
-                    let _ = t.write_all(msg.as_bytes());
+                    let _ = t.write_all(if logged { msg } else { NO_LOG }.as_bytes());
                 }
                 detach_stdio(cfg.log.as_deref());
             });
-            if let (Err(e), Some(mut t)) = (&r, tx.take()) {
-                let _ = t.write_all(format!("daxlink: {}: {e}", cfg.pool.display()).as_bytes());
+            match (&r, tx.take()) {
+                (Err(e), Some(mut t)) => {
+                    let _ = t.write_all(format!("daxlink: {}: {e}", cfg.pool.display()).as_bytes());
+                }
+                // Mounted, then failed: the caller is gone, the log is all there is.
+                (Err(e), None) => log::error!("{}: {e}", cfg.pool.display()),
+                (Ok(()), _) => {}
             }
             std::process::exit(r.is_err() as i32)
         }
@@ -84,6 +92,12 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
             let _ = File::from(rx).read_to_string(&mut msg);
             if msg == "ok" {
                 ExitCode::SUCCESS
+            } else if msg == NO_LOG {
+                eprintln!(
+                    "daxlink: no system log ({}): the daemon's log goes nowhere; use -o log=PATH",
+                    logging::SOCKET
+                );
+                ExitCode::SUCCESS
             } else {
                 eprintln!("{}", if msg.is_empty() { "daxlink: the daemon died before mounting" } else { &msg });
                 ExitCode::FAILURE
@@ -92,19 +106,32 @@ pub fn mount(pool: &Path, mountpoint: &Path, foreground: bool, opts: &str) -> Ex
     }
 }
 
+/// What the daemon tells the caller instead of "ok" when it mounted but has nowhere to
+/// log: no system log and no `-o log=PATH`.
+const NO_LOG: &str = "ok, no log";
+
 /// Opens the pool, mounts, calls `ready("ok")`, and serves until unmounted. A read-only
 /// mount still opens the pool for writing when it can (and writes nothing), so that
 /// `mount -o remount,rw` can resume writes; a pool it cannot write stays read-only.
-fn serve(cfg: &MountConfig, ready: impl FnOnce(&str)) -> Result<(), String> {
+/// `opts` (the `-o` list) is for the log's mount line.
+fn serve(cfg: &MountConfig, opts: &str, detached: bool, ready: impl FnOnce(&str)) -> Result<(), String> {
     let writable = !cfg.fs.read_only || may_write(&cfg.pool);
     let pool = Pool::open(&cfg.pool, if writable { Access::Write } else { Access::Read }, LOCK_WAIT)?;
     let fs = Arc::new(Fs::open(pool.media.clone(), cfg.fs).map_err(|e| e.to_string())?);
     watch_memory_failures(&fs)?;
     let session = fuse_mount(fs, cfg, writable).map_err(|e| format!("mount on {}: {e}", cfg.mountpoint.display()))?;
     ready("ok");
+    // The system log records every mount of a detached daemon (its target passes the
+    // default filter); in the foreground, stderr is the caller's terminal, which sees
+    // the line only with RUST_LOG=info, as before.
+    let target = if detached { logging::MOUNTS } else { module_path!() };
+    let (pool_path, mnt) = (cfg.pool.display(), cfg.mountpoint.display());
+    let opts = if opts.is_empty() { "defaults" } else { opts };
+    log::info!(target: target, "mounted {pool_path} at {mnt} ({opts})");
     // `run` calls `destroy` (the final checkpoint) when the kernel ends the session.
     session.run().map_err(|e| format!("session: {e}"))?;
     drop(pool);
+    log::info!(target: target, "unmounted {pool_path} from {mnt}");
     Ok(())
 }
 
@@ -252,8 +279,9 @@ fn watch_memory_failures(fs: &Arc<Fs>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the memory-failure thread: {e}"))
 }
 
-/// The daemon's stdio must not hold the caller's terminal or pipes open; its log
-/// (stderr) goes to `log` when given (`-o log=PATH`), else nowhere.
+/// The daemon's stdio must not hold the caller's terminal or pipes open; its stderr
+/// (the log's copy beside the system log's, and panics) goes to `log` when given
+/// (`-o log=PATH`), else nowhere.
 fn detach_stdio(log: Option<&Path>) {
     use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null");

@@ -1,8 +1,10 @@
 //! The `daxlink` command line.
 
 mod daemon;
+mod docs;
 mod failure;
 mod inspect;
+mod logging;
 mod reflink;
 mod tree;
 
@@ -135,6 +137,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write daxlink.8 or a shell's completions into DIR (`make install` runs it).
+    #[command(hide = true)]
+    Generate { what: docs::Doc, dir: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -204,8 +209,7 @@ fn with_verb(mut args: Vec<OsString>) -> Vec<OsString> {
 }
 
 pub fn main() -> ExitCode {
-    // fuser warns when it finds its mount already gone after a normal umount.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser::session=error")).init();
+    logging::init();
     let cli = match Cli::try_parse_from(with_verb(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
@@ -251,6 +255,7 @@ pub fn main() -> ExitCode {
             failure::inject(&mountpoint, target, len)
         }
         Cmd::Poison { mountpoint, json } => failure::poison(&mountpoint, json),
+        Cmd::Generate { what, dir } => docs::generate(what, &dir),
     }
 }
 

@@ -41,6 +41,64 @@ pub struct MountConfig {
 const FSTAB_ONLY: &[&str] = &["defaults", "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "_netdev"];
 
 impl MountConfig {
+    /// Every option `parse_options` accepts, with its meaning: the MOUNT OPTIONS of
+    /// daxlink(8). `N`, `PATH` and `TEXT` stand for a value, `*` for any suffix.
+    pub const OPTIONS: &[(&[&str], &str)] = &[
+        (
+            &["ro", "rw"],
+            "read-only: nothing is written to the pool, not even log recovery; remount,ro and remount,rw switch a \
+             live mount",
+        ),
+        (
+            &["relatime", "strictatime", "atime", "noatime"],
+            "when reads update atime; relatime is the default (/proc/mounts shows relatime for strictatime at \
+             mount: fuser cannot pass MS_STRICTATIME; a remount can)",
+        ),
+        (&["nodiratime", "diratime"], "whether reading a directory updates its atime"),
+        (&["lazytime", "nolazytime"], "accepted; daxlink logs timestamps lazily anyway"),
+        (
+            &["allow_other"],
+            "let users other than the mounter in (permissions are always checked by the kernel: default_permissions)",
+        ),
+        (
+            &["nosubtype"],
+            "mount as type fuse instead of fuse.daxlink: for xfstests, which runs with FSTYP=fuse FUSE_SUBTYP=.daxlink",
+        ),
+        (&["threads=N"], "FUSE worker threads, 1 to 64 (default 4)"),
+        (
+            &["log=PATH"],
+            "append the detached daemon's log (memory failures, I/O errors, mounts) to PATH as well as to the \
+             system log",
+        ),
+        (&["dev", "nodev", "suid", "nosuid", "exec", "noexec", "sync", "async", "dirsync"], "passed to the kernel"),
+        (
+            &[
+                "defaults",
+                "auto",
+                "noauto",
+                "nofail",
+                "user",
+                "nouser",
+                "users",
+                "owner",
+                "_netdev",
+                "x-*",
+                "comment=TEXT",
+            ],
+            "fstab only, ignored",
+        ),
+        (
+            &["remount"],
+            "reconfigure the live mount at the mount point: ro and rw, the atime options, nodev, nosuid, noexec and \
+             sync change, and atime options not given stay as they are; threads=, log=, nosubtype and a new \
+             allow_other need a fresh mount, and a remount that would change them is refused by name",
+        ),
+        (
+            &["user_id=N", "group_id=N", "default_permissions"],
+            "the kernel's own FUSE options, which mount(8) hands back on a remount; ignored (the daemon sets them)",
+        ),
+    ];
+
     pub fn new(pool: PathBuf, mountpoint: PathBuf) -> MountConfig {
         MountConfig {
             pool,
