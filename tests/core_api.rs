@@ -2150,6 +2150,16 @@ fn posix_acls_keep_mode_and_acl_in_step_and_are_inherited() {
     assert_eq!(errno(p.fs.setxattr(f, default, &plain, 0)), libc::EACCES, "default ACLs are for directories");
     assert_eq!(errno(p.fs.setxattr(f, b"system.other", b"x", 0)), libc::EOPNOTSUPP);
     p.fs.removexattr(f, access).expect("removing an ACL that is not there succeeds");
+    // posix_acl_update_mode: an ACL set by a changer outside the file's group drops
+    // set-group-ID; a member or a privileged changer keeps it.
+    let g = p.create(Ino::ROOT, "g");
+    p.fs.setattr(g, SetAttr { mode: Some(0o2770), gid: Some(100), ..Default::default() }).unwrap();
+    let outsider = |_| false;
+    let member = |gid| gid == 100;
+    p.fs.setxattr_by(g, access, &named, 0, Changer::Unprivileged(&member)).unwrap();
+    assert_eq!(p.fs.getattr(g).unwrap().mode & 0o7777, 0o2640);
+    p.fs.setxattr_by(g, access, &named, 0, Changer::Unprivileged(&outsider)).unwrap();
+    assert_eq!(p.fs.getattr(g).unwrap().mode & 0o7777, 0o0640, "an outsider's ACL change keeps set-group-ID");
     assert_eq!(errno(p.fs.removexattr(f, b"user.none")), libc::ENODATA);
 
     let d = p.mkdir(Ino::ROOT, "d");

@@ -229,6 +229,9 @@ impl Fs {
         /// Makes every change before it durable (fsync, fdatasync and syncfs alike).
         fn sync(&self) -> Result<()>;
         fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()>;
+        /// `setxattr` by a given changer: an access ACL set by one outside the file's
+        /// group drops set-group-ID.
+        fn setxattr_by(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32, who: Changer<'_>) -> Result<()>;
         fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>>;
         /// Names, each followed by a NUL, as listxattr(2) returns them.
         fn listxattr(&self, ino: Ino) -> Result<Vec<u8>>;

@@ -1,7 +1,7 @@
 //! Extended attributes, with Linux's namespaces, limits and errors (xattr(7)).
 
 use super::acl::{ACL_ACCESS, ACL_DEFAULT, Acl};
-use super::core::Core;
+use super::core::{Changer, Core};
 use super::error::{Error, Result};
 use super::inode::{Kind, Timespec};
 use super::record::{Record, XATTR_NAME_MAX, XATTR_VALUE_MAX};
@@ -38,6 +38,12 @@ impl Core {
     }
 
     pub fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        self.setxattr_by(ino, name, value, flags, Changer::Privileged)
+    }
+
+    /// `setxattr` by `who`, which matters for an access ACL: it drops set-group-ID
+    /// for a changer outside the file's group (`posix_acl_update_mode`).
+    pub fn setxattr_by(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32, who: Changer<'_>) -> Result<()> {
         self.writable()?;
         check_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
@@ -62,7 +68,7 @@ impl Core {
         }
         let mut tx = Tx::new();
         match name {
-            ACL_ACCESS | ACL_DEFAULT => self.set_acl(&mut tx, ino, name, value)?,
+            ACL_ACCESS | ACL_DEFAULT => self.set_acl(&mut tx, ino, name, value, who)?,
             _ => tx.push(Record::SetXattr { ino, name: name.to_vec(), value: value.to_vec() }),
         }
         tx.attr(&self.st, ino)?.ctime = Timespec::now();
@@ -72,7 +78,7 @@ impl Core {
     /// Sets a POSIX ACL, validated: the access ACL sets the mode's permission bits,
     /// and one the mode says all of is not stored (`posix_acl_update_mode`); a default
     /// ACL is for directories only (EACCES, as `set_posix_acl`).
-    fn set_acl(&self, tx: &mut Tx, ino: Ino, name: &[u8], value: &[u8]) -> Result<()> {
+    fn set_acl(&self, tx: &mut Tx, ino: Ino, name: &[u8], value: &[u8], who: Changer<'_>) -> Result<()> {
         let acl = Acl::decode(value)?;
         let inode = self.inode(ino)?;
         if name == ACL_DEFAULT {
@@ -91,6 +97,11 @@ impl Core {
         }
         let a = tx.attr(&self.st, ino)?;
         a.mode = (a.mode & !0o777) | acl.mode_bits();
+        if let Changer::Unprivileged(in_group) = who
+            && !in_group(a.gid)
+        {
+            a.mode &= !libc::S_ISGID;
+        }
         Ok(())
     }
 

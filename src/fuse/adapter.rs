@@ -455,7 +455,7 @@ impl Filesystem for DaxFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -463,7 +463,11 @@ impl Filesystem for DaxFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::empty(self.fs.setxattr(ino(i), name.as_bytes(), value, flags), reply)
+        // The kernel would flag an ACL change by a caller outside the file's group
+        // (FUSE_SETXATTR_ACL_KILL_SGID) only in the extended request fuser does not
+        // parse; the caller's groups say the same.
+        let in_group = |g| in_group(req, g);
+        Self::empty(self.fs.setxattr_by(ino(i), name.as_bytes(), value, flags, changer(req, &in_group)), reply)
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
