@@ -2181,3 +2181,33 @@ fn posix_acls_keep_mode_and_acl_in_step_and_are_inherited() {
     assert_eq!(p.fs.getxattr(new.ino, access).unwrap(), inherited);
     p.assert_consistent();
 }
+
+/// `extents_from` pages through a file's ranges, batch by batch, exactly as `extents`
+/// lists them all (the extents ioctl's batches).
+#[test]
+fn extent_batches_concatenate_to_the_whole_listing() {
+    let p = Pool::new(32 * MIB);
+    let a = p.create(Ino::ROOT, "a");
+    p.write_all(a, 0, &pattern(3, 700 * PAGE as usize));
+    let b = p.create(Ino::ROOT, "b");
+    p.fs.clone_range(a, 0, b, 0, 0).unwrap();
+    // Every other page private again: 700 ranges alternating shared and private.
+    for i in (0..700).step_by(2) {
+        p.fs.write(b, i * PAGE, b"x", false).unwrap();
+    }
+    let all = p.fs.extents(b).unwrap();
+    assert_eq!(all.len(), 700);
+    let (mut got, mut from) = (Vec::new(), FileBlock(0));
+    loop {
+        let (batch, more) = p.fs.extents_from(b, from, 256).unwrap();
+        assert!(batch.len() <= 256);
+        from = batch.last().map_or(from, |m| m.fblock.plus(m.len));
+        got.extend(batch);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(got, all);
+    let (tail, more) = p.fs.extents_from(b, FileBlock(699), 256).unwrap();
+    assert_eq!((tail.len(), more, tail[0].fblock), (1, false, FileBlock(699)));
+}

@@ -570,15 +570,22 @@ impl Core {
     /// The file's mapped ranges, split where pages change between shared (another
     /// file holds them too) and private: what `daxlink extents` shows.
     pub fn extents(&mut self, ino: Ino) -> Result<Vec<Mapping>> {
+        Ok(self.extents_from(ino, FileBlock(0), usize::MAX)?.0)
+    }
+
+    /// At most `max` of those ranges from block `from` on, and whether more follow: a
+    /// batch costs what it returns, not the whole file.
+    pub fn extents_from(&mut self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<Mapping>, bool)> {
         let Body::File(m) = &self.inode(ino)?.body else {
             return Err(Error::Invalid);
         };
         let mut out: Vec<Mapping> = Vec::new();
-        for x in m.iter() {
+        for x in m.iter_from(from) {
             for i in 0..x.len {
                 let (fblock, pfn) = (x.fblock.plus(i), x.pfn.plus(i));
                 let shared = self.page_is_shared(pfn);
                 let poisoned = self.is_poisoned(ino, fblock);
+                let full = out.len() == max;
                 match out.last_mut() {
                     Some(l)
                         if l.fblock.plus(l.len) == fblock
@@ -587,11 +594,12 @@ impl Core {
                     {
                         l.len += 1
                     }
+                    _ if full => return Ok((out, true)),
                     _ => out.push(Mapping { fblock, pfn, len: 1, shared, poisoned }),
                 }
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {

@@ -54,11 +54,16 @@ impl ExtentMap {
     /// The mapped pieces of `[from, from + len)`, in file order.
     pub fn range(&self, from: FileBlock, len: u64) -> Vec<Extent> {
         let to = FileBlock(from.0.saturating_add(len));
+        self.iter_from(from).take_while(|x| x.fblock < to).filter_map(|x| x.clip(from, to)).collect()
+    }
+
+    /// The mapped pieces from `from` on, in file order, lazily: one descent, then a
+    /// walk as far as the caller goes.
+    pub fn iter_from(&self, from: FileBlock) -> impl Iterator<Item = Extent> + '_ {
         let start = self.map.range(..=from.0).next_back().map(|(f, _)| *f).unwrap_or(from.0);
-        self.map
-            .range(start..to.0)
-            .filter_map(|(f, (p, l))| Extent { fblock: FileBlock(*f), pfn: *p, len: *l }.clip(from, to))
-            .collect()
+        self.map.range(start..).filter_map(move |(f, (p, l))| {
+            Extent { fblock: FileBlock(*f), pfn: *p, len: *l }.clip(from, FileBlock(u64::MAX))
+        })
     }
 
     /// The page backing `fblock`, if mapped.

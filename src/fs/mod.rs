@@ -41,7 +41,7 @@ pub use reflink::{DEDUPE_MAX, Dedupe};
 
 use crate::arena::{Media, MediaError};
 use crate::dax::{Failure, PageState};
-use crate::types::{Ino, Pfn};
+use crate::types::{FileBlock, Ino, Pfn};
 
 /// Who is asking: the ids new inodes get.
 #[derive(Clone, Copy, Debug, Default)]
@@ -245,6 +245,8 @@ impl Fs {
         /// Gives the file private copies of its shared pages in the range.
         fn unshare(&self, ino: Ino, off: u64, len: u64) -> Result<()>;
         fn extents(&self, ino: Ino) -> Result<Vec<Mapping>>;
+        /// At most `max` mapped ranges from block `from` on, and whether more follow.
+        fn extents_from(&self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<Mapping>, bool)>;
         /// Fails `count` arena pages from `pfn`, as a machine check would; returns what
         /// was found.
         fn memory_failure(&self, pfn: Pfn, count: u64) -> Result<crate::dax::Failure>;

@@ -669,7 +669,11 @@ impl DaxFuse {
                 self.set_flags(req, i, ioctl::decode_fsxattr(input).ok_or(Errno::EOPNOTSUPP)?)?;
                 Vec::new()
             }
-            ioctl::DAXLINK_IOC_EXTENTS => ioctl::encode_extents(&self.fs.extents(i).map_err(errno)?, arg(0)?),
+            ioctl::DAXLINK_IOC_EXTENTS => {
+                let from = crate::types::FileBlock::of(arg(0)?);
+                let (batch, more) = self.fs.extents_from(i, from, ioctl::EXTENTS_MAX).map_err(errno)?;
+                ioctl::encode_extents(&batch, more)
+            }
             // Who owns which page is the reverse map: root only, as XFS keeps GETFSMAP
             // to CAP_SYS_ADMIN (FUSE tells the caller's uid, not its capabilities).
             ioctl::DAXLINK_IOC_PAGE | ioctl::DAXLINK_IOC_POISON if req.uid() != 0 => return Err(Errno::EPERM),

@@ -190,11 +190,10 @@ pub fn decode_stats(b: &[u8]) -> Option<Stats> {
     })
 }
 
-/// One batch of extents starting at the first one that ends after `start`.
-pub fn encode_extents(all: &[Mapping], start: u64) -> Vec<u8> {
-    let from = all.iter().position(|m| m.fblock.plus(m.len).byte() > start).unwrap_or(all.len());
-    let batch = &all[from..(from + EXTENTS_MAX).min(all.len())];
-    let more = from + batch.len() < all.len();
+/// One batch of extents (`Fs::extents_from` of the block holding the start offset);
+/// `more`: another batch follows, from the end of this one.
+pub fn encode_extents(batch: &[Mapping], more: bool) -> Vec<u8> {
+    debug_assert!(batch.len() <= EXTENTS_MAX);
     let next = batch.last().map_or(0, |m| m.fblock.plus(m.len).byte());
     let mut w = vec![batch.len() as u64, more as u64, next];
     for m in batch {
@@ -371,9 +370,10 @@ mod tests {
                 poisoned: i % 3 == 0,
             })
             .collect();
-        let (first, next) = decode_extents(&encode_extents(&all, 0)).unwrap();
+        let (first, next) = decode_extents(&encode_extents(&all[..EXTENTS_MAX], true)).unwrap();
         assert_eq!(first, all[..EXTENTS_MAX]);
-        let (rest, none) = decode_extents(&encode_extents(&all, next.unwrap())).unwrap();
+        assert_eq!(next, Some(all[EXTENTS_MAX - 1].fblock.plus(1).byte()));
+        let (rest, none) = decode_extents(&encode_extents(&all[EXTENTS_MAX..], false)).unwrap();
         assert_eq!(rest, all[EXTENTS_MAX..]);
         assert_eq!(none, None);
     }
