@@ -1,6 +1,8 @@
 //! fsck on pools damaged on purpose: each problem is reported, `--repair` fixes the
 //! safe ones, and a second fsck finds the pool clean.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -10,6 +12,8 @@ use daxlink::fs::journal::Journal;
 use daxlink::fs::record::{Record, encode_all};
 use daxlink::fs::{Attr, Ctx, Fs, Options};
 use daxlink::types::{FileBlock, Ino};
+
+use common::mkfs_image;
 
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
@@ -21,8 +25,7 @@ fn append_raw(m: &dyn Media, recs: &[Record]) {
 }
 
 fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
-    let m = Arc::new(MemMedia::new(32 << 20));
-    Fs::mkfs(&*m, CTX, [6; 16]).unwrap();
+    let m = Arc::new(MemMedia::from_bytes(mkfs_image(32 << 20)));
     let fs = Fs::open(m.clone(), Options::default()).unwrap();
     let a = fs.mknod(CTX, Ino::ROOT, b"a", libc::S_IFREG | 0o644, 0).unwrap();
     fs.write(a.ino, 0, &[1; 8192], false).unwrap();

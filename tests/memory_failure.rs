@@ -3,6 +3,8 @@
 //! same outcome when an access meets a failed page of the media (a machine check, a
 //! pool file cut short) or the media reports one, as the kernel's early SIGBUS does.
 
+mod common;
+
 use std::sync::Arc;
 
 use daxlink::arena::{MediaError, MemMedia};
@@ -10,14 +12,14 @@ use daxlink::dax::{Failure, Owner};
 use daxlink::fs::{Ctx, Error, Fs, Options};
 use daxlink::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
+use common::{MIB, Pool};
+
 const PS: u64 = PAGE_SIZE;
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
 fn mkfs() -> (Arc<MemMedia>, Fs) {
-    let media = Arc::new(MemMedia::new(64 << 20));
-    Fs::mkfs(&*media, CTX, [2; 16]).unwrap();
-    let fs = Fs::open(media.clone(), Options::default()).unwrap();
-    (media, fs)
+    let p = Pool::new(64 * MIB);
+    (p.media, p.fs)
 }
 
 fn file(fs: &Fs, name: &str, data: &[u8]) -> Ino {

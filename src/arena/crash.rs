@@ -25,6 +25,11 @@ pub enum Crash {
 /// returns nothing and must not touch the media.
 pub type FlushHook = Box<dyn FnMut(&[u8], &[(u64, Vec<u8>)]) + Send>;
 
+/// Called after every store with the image the running filesystem sees and the number
+/// of stores so far: what a killed daemon leaves (each store made before the kill is in
+/// the shared mapping, none after it). Must not touch the media.
+pub type StoreHook = Box<dyn FnMut(&[u8], u64) + Send>;
+
 struct State {
     /// What the running filesystem sees.
     current: Vec<u8>,
@@ -33,7 +38,9 @@ struct State {
     /// Stores not yet covered by a flush, oldest first.
     pending: Vec<(u64, Vec<u8>)>,
     hook: Option<FlushHook>,
+    store_hook: Option<StoreHook>,
     flushes: u64,
+    stores: u64,
 }
 
 pub struct CrashMedia {
@@ -73,7 +80,9 @@ impl CrashMedia {
                 durable: image,
                 pending: Vec::new(),
                 hook: None,
+                store_hook: None,
                 flushes: 0,
+                stores: 0,
             }),
         }
     }
@@ -84,6 +93,10 @@ impl CrashMedia {
 
     pub fn set_hook(&self, hook: FlushHook) {
         self.lock().hook = Some(hook);
+    }
+
+    pub fn set_store_hook(&self, hook: StoreHook) {
+        self.lock().store_hook = Some(hook);
     }
 
     pub fn flushes(&self) -> u64 {
@@ -97,10 +110,15 @@ impl CrashMedia {
     }
 
     fn store(&self, off: u64, data: Vec<u8>) {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         assert!(off as usize + data.len() <= s.current.len(), "store past the media end");
         s.current[off as usize..off as usize + data.len()].copy_from_slice(&data);
         s.pending.push((off, data));
+        s.stores += 1;
+        if let Some(hook) = s.store_hook.as_mut() {
+            hook(&s.current, s.stores);
+        }
     }
 }
 
@@ -206,5 +224,16 @@ mod tests {
         m.flush(0, 16).unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![(0, 1), (5, 0)]);
         assert_eq!(m.flushes(), 2);
+    }
+
+    #[test]
+    fn the_store_hook_sees_every_store_as_it_lands() {
+        let m = CrashMedia::new(vec![0; 16]);
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        m.set_store_hook(Box::new(move |current, n| s2.lock().unwrap().push((current[0], current[8], n))));
+        m.write(0, &[5; 4]).unwrap();
+        m.fill(8, 8, 6).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![(5, 0, 1), (5, 6, 2)]);
     }
 }
