@@ -34,6 +34,6 @@ fn main() -> Result<(), daxlink::Error> {
     fs.sync()?;
     let s = fs.stats();
     println!("pages used {} shared {} free {}, warnings {}", s.pages_used, s.pages_shared, s.pages_free, s.warnings);
-    fs.check().map_err(daxlink::Error::Io)?;
+    fs.check().map_err(|e| daxlink::Error::Pool(daxlink::fs::PoolError::Inconsistent(e)))?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use daxlink::arena::{Geometry, Media, MemMedia};
 use daxlink::fs::fsck::{Problem, fsck};
 use daxlink::fs::journal::Journal;
 use daxlink::fs::record::{Record, encode_all};
-use daxlink::fs::{Attr, Ctx, Fs, Options};
+use daxlink::fs::{Attr, Ctx, Error, Fs, Options, PoolError};
 use daxlink::types::{FileBlock, Ino};
 
 use common::mkfs_image;
@@ -59,7 +59,8 @@ fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
 fn damaged_pool_refuses_to_mount_and_fsck_names_each_problem() {
     let (m, a, _) = damaged_pool();
     let e = Fs::open(m.clone(), Options::default()).err().expect("a damaged pool mounted");
-    assert!(e.to_string().contains("fsck"), "{e}");
+    assert!(matches!(e, Error::Pool(PoolError::LogApply(..))), "the doubly owned page stops replay: {e:?}");
+    assert!(e.to_string().contains("fsck"), "the message says what to run: {e}");
     let r = fsck(m.clone(), false).unwrap();
     assert_eq!(
         r.problems,

@@ -151,7 +151,7 @@ impl Pool {
         let device = meta.file_type().is_block_device();
         let len = if device { media_len(&mut file)? } else { size / PAGE_SIZE * PAGE_SIZE };
         // Refuse a bad size before touching the file.
-        Geometry::for_size(len, [0; 16]).map_err(|e| e.0)?;
+        Geometry::for_size(len, [0; 16]).map_err(|e| e.to_string())?;
         if !device {
             file.set_len(0).map_err(|e| format!("cannot truncate: {e}"))?;
             file.set_len(len).map_err(|e| format!("cannot size to {len} bytes: {e}"))?;

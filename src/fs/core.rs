@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use super::Ctx;
 use super::acl::{ACL_ACCESS, Acl};
 use super::copies::Copies;
-use super::error::{Error, Result};
+use super::error::{CheckError, Error, Flushed, PoolError, Result};
 use super::inode::{Attr, Body, FL_SUPPORTED, Kind, Timespec};
 use super::journal::Journal;
 use super::record::{Record, decode_all, encode_all, records};
@@ -139,8 +139,8 @@ pub struct Core {
 
 impl Core {
     pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
-        let geo = Geometry::for_size(media.len(), uuid).map_err(|e| Error::Pool(e.0))?;
-        geo.write(media).map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
+        let geo = Geometry::for_size(media.len(), uuid)?;
+        geo.write(media).map_err(|e| Error::Flush(Flushed::Superblock, e.raw_os_error().unwrap_or(libc::EIO)))?;
         let root = Attr::new(Ino::ROOT, libc::S_IFDIR | 0o755, ctx.uid, ctx.gid, Timespec::now());
         Journal::format(media, &geo, &encode_all(&[Record::SetInode(root)]))?;
         Ok(())
@@ -148,7 +148,7 @@ impl Core {
 
     pub fn open(media: Arc<dyn Media>, opts: Options) -> Result<Core> {
         let mut core = Core::load(media, opts, Mode::Replay)?;
-        core.st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}; run daxlink fsck --repair")))?;
+        core.st.check().map_err(PoolError::Inconsistent)?;
         if !opts.read_only {
             core.free_orphans()?;
             // A fresh generation: nothing left in the log region can replay again.
@@ -159,18 +159,18 @@ impl Core {
 
     /// Rebuilds the state from the newest checkpoint and its log, without judging it.
     pub(super) fn load(media: Arc<dyn Media>, opts: Options, mode: Mode) -> Result<Core> {
-        let geo = Geometry::read(&*media).map_err(|e| Error::Pool(e.0))?;
+        let geo = Geometry::read(&*media)?;
         let rec = Journal::recover(&*media, &geo)?;
         let mut st = State::new(geo);
         let mut journal = rec.journal;
         for r in records(&rec.checkpoint) {
-            let r = r.map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
-            st.apply(&r, mode).map_err(|e| Error::Pool(format!("checkpoint: {e}; run daxlink fsck")))?;
+            let r = r.map_err(PoolError::CheckpointRecords)?;
+            st.apply(&r, mode).map_err(PoolError::CheckpointApply)?;
         }
         for (n, tx) in rec.transactions.iter().enumerate() {
-            let recs = decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+            let recs = decode_all(tx).map_err(|e| PoolError::LogRecords(n, e))?;
             for r in &recs {
-                st.apply(r, mode).map_err(|e| Error::Pool(format!("log transaction {n}: {e}; run daxlink fsck")))?;
+                st.apply(r, mode).map_err(|e| PoolError::LogApply(n, e))?;
             }
             journal.account_replayed(recs.iter().map(|r| r.growth_bound(&|_| false)).sum());
         }
@@ -257,11 +257,11 @@ impl Core {
             if let Record::SetInode(a) = r {
                 self.dirty.remove(&a.ino);
             }
-            if let Err(e) = self.st.apply(r, Mode::Live) {
-                let msg = format!("internal inconsistency applying {r:?}: {e}; filesystem is now read-only");
-                log::error!("{msg}");
-                self.shut_down(msg.clone());
-                return Err(Error::Io(msg));
+            if let Err(why) = self.st.apply(r, Mode::Live) {
+                let e = Error::Shutdown { record: format!("{r:?}"), why };
+                log::error!("{e}");
+                self.shut_down(e.to_string());
+                return Err(e);
             }
         }
         Ok(())
@@ -616,14 +616,14 @@ impl Core {
         Ok(self.st.pages.is_bad(pfn))
     }
 
-    pub fn check(&mut self) -> std::result::Result<(), String> {
+    pub fn check(&mut self) -> std::result::Result<(), CheckError> {
         self.st.check()?;
         let cp = self.st.encode_checkpoint().len() as u64;
         if cp > self.journal.checkpoint_bound() {
-            return Err(format!(
+            return Err(CheckError::Journal(format!(
                 "checkpoint of {cp} bytes exceeds the bound {} the log admission assumed",
                 self.journal.checkpoint_bound()
-            ));
+            )));
         }
         Ok(())
     }

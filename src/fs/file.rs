@@ -5,7 +5,7 @@
 //! any change that moves EOF up zeroes them first, while they are still invisible.
 
 use super::core::{AtimeMode, Core};
-use super::error::{Error, Result};
+use super::error::{Error, Flushed, Result};
 use super::inode::{Body, FL_NOATIME, Kind, MAX_FILE_SIZE, Timespec};
 use super::record::Record;
 use super::state::MAX_FILE_BLOCKS;
@@ -327,7 +327,7 @@ impl Core {
         for &(p, n) in allocated {
             if let Err(e) = self.media.flush(p.offset().0, n * PAGE_SIZE) {
                 self.unalloc(allocated);
-                return Err(Error::Io(format!("flushing new pages: {e}")));
+                return Err(Error::Flush(Flushed::NewPages, e.raw_os_error().unwrap_or(libc::EIO)));
             }
         }
         self.commit_tx(tx).inspect_err(|_| self.unalloc(allocated))

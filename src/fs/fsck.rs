@@ -11,7 +11,7 @@ use std::fmt;
 
 use super::Ctx;
 use super::core::Core;
-use super::error::{Error, Result};
+use super::error::{CheckError, Error, Result};
 use super::inode::{Body, Kind};
 use super::record::Record;
 use super::state::Mode;
@@ -31,7 +31,7 @@ pub enum Problem {
     /// The block sits on a page another file also claims as its own (not a clone).
     DoublyOwned { ino: Ino, fblock: FileBlock },
     /// Anything else `check()` found (not repaired).
-    Inconsistent(String),
+    Inconsistent(CheckError),
 }
 
 impl Problem {
@@ -70,7 +70,7 @@ impl fmt::Display for Problem {
             Problem::DoublyOwned { ino, fblock } => {
                 write!(f, "block {fblock} of inode {ino} is on a page another file also claims as its own")
             }
-            Problem::Inconsistent(s) => f.write_str(s),
+            Problem::Inconsistent(e) => e.fmt(f),
         }
     }
 }
@@ -216,8 +216,10 @@ pub fn fsck(media: std::sync::Arc<dyn crate::arena::Media>, repair: bool) -> Res
     } else {
         report.left = problems;
     }
-    if report.left.is_empty() && core.st.check().is_err() {
-        return Err(Error::Io("repair left the pool inconsistent".into()));
+    if report.left.is_empty()
+        && let Err(e) = core.st.check()
+    {
+        return Err(Error::RepairIncomplete(e));
     }
     Ok(report)
 }

@@ -8,7 +8,7 @@
 //! slot and is made durable before any transaction of that generation is written, so a
 //! crash while checkpointing falls back to the old slot and its intact log.
 
-use super::error::{Error, Result};
+use super::error::{Error, Flushed, PoolError, Result, SlotError};
 use crate::arena::codec::{Dec, Enc};
 use crate::arena::{Geometry, Media};
 use crate::types::PAGE_SIZE;
@@ -42,12 +42,6 @@ pub struct Journal {
     cp_size: u64,
     /// Bound on how much the checkpoint has grown since (see `Record::growth_bound`).
     growth: u64,
-}
-
-/// How a checkpoint slot read back.
-enum Slot {
-    Valid { generation: u64, payload: Vec<u8> },
-    Invalid(String),
 }
 
 impl Journal {
@@ -127,7 +121,7 @@ impl Journal {
 
     /// Makes the log (and every store before it) durable.
     pub fn flush(&self, media: &dyn Media) -> Result<()> {
-        media.flush(0, media.len()).map_err(|e| Error::Io(format!("flushing the pool: {e}")))
+        media.flush(0, media.len()).map_err(|e| Error::Flush(Flushed::Pool, e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
     /// Writes `payload` (the whole namespace) as the next generation's checkpoint and
@@ -151,7 +145,9 @@ impl Journal {
         h.u32(sum.finalize());
         media.write(off + CP_HEADER, payload)?;
         media.write(off, &h.buf)?;
-        media.flush(off, CP_HEADER + len).map_err(|e| Error::Io(format!("flushing a checkpoint: {e}")))?;
+        media
+            .flush(off, CP_HEADER + len)
+            .map_err(|e| Error::Flush(Flushed::Checkpoint, e.raw_os_error().unwrap_or(libc::EIO)))?;
         self.generation = generation;
         self.seq = 0;
         self.head = 0;
@@ -160,66 +156,56 @@ impl Journal {
         Ok(())
     }
 
-    fn read_slot(media: &dyn Media, off: u64, cp_len: u64) -> Slot {
+    /// The checkpoint in a slot: its generation and payload, or why it is not valid.
+    fn read_slot(media: &dyn Media, off: u64, cp_len: u64) -> std::result::Result<(u64, Vec<u8>), SlotError> {
         let mut h = vec![0u8; CP_HEADER as usize];
-        if let Err(e) = media.read(off, &mut h) {
-            return Slot::Invalid(format!("unreadable: {e}"));
-        }
+        media.read(off, &mut h).map_err(SlotError::Unreadable)?;
         let mut d = Dec::new(&h);
         let (Ok(magic), Ok(generation), Ok(len), Ok(crc)) = (d.u32(), d.u64(), d.u64(), d.u32()) else {
-            return Slot::Invalid("short header".into());
+            return Err(SlotError::ShortHeader);
         };
         if magic != CP_MAGIC {
-            return Slot::Invalid("no checkpoint magic".into());
+            return Err(SlotError::NoMagic);
         }
         if len > cp_len - CP_HEADER {
-            return Slot::Invalid(format!("length {len} exceeds the slot"));
+            return Err(SlotError::TooLong(len));
         }
         let mut payload = vec![0u8; len as usize];
-        if let Err(e) = media.read(off + CP_HEADER, &mut payload) {
-            return Slot::Invalid(format!("unreadable: {e}"));
-        }
+        media.read(off + CP_HEADER, &mut payload).map_err(SlotError::Unreadable)?;
         let mut sum = crc32fast::Hasher::new();
         sum.update(&h[4..CP_HEADER as usize - 4]);
         sum.update(&payload);
         if sum.finalize() != crc {
-            return Slot::Invalid("checksum mismatch".into());
+            return Err(SlotError::Checksum);
         }
-        Slot::Valid { generation, payload }
+        Ok((generation, payload))
     }
 
     /// Finds the newest valid checkpoint and the valid prefix of its log.
     pub fn recover(media: &dyn Media, geo: &Geometry) -> Result<Recovered> {
         let mut j = Journal::empty(geo);
         let slots = [0, 1].map(|i| Journal::read_slot(media, j.cp_off[i], j.cp_len));
-        let best = slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Valid { generation, payload } => Some((*generation, payload)),
-                Slot::Invalid(_) => None,
-            })
-            .max_by_key(|(g, _)| *g);
-        let Some((generation, payload)) = best else {
-            let why: Vec<String> = slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| match s {
-                    Slot::Invalid(w) => format!("slot {i}: {w}"),
-                    Slot::Valid { .. } => String::new(),
-                })
-                .collect();
-            return Err(Error::Pool(format!("no valid checkpoint ({})", why.join(", "))));
+        let (generation, payload) = match slots {
+            [Ok(a), Ok(b)] => {
+                if a.0 > b.0 {
+                    a
+                } else {
+                    b
+                }
+            }
+            [Ok(a), Err(_)] | [Err(_), Ok(a)] => a,
+            [Err(a), Err(b)] => return Err(PoolError::NoCheckpoint([a, b]).into()),
         };
         j.generation = generation;
         j.cp_size = payload.len() as u64;
-        let checkpoint = payload.clone();
+        let checkpoint = payload;
         let mut transactions = Vec::new();
         loop {
             if j.head + TX_HEADER > j.log_len {
                 break;
             }
             let at = j.log_off + j.head;
-            let unreadable = |e| Error::Pool(format!("the metadata log is unreadable: {e}; run daxlink fsck"));
+            let unreadable = |e| Error::Pool(PoolError::LogUnreadable(e));
             let mut h = vec![0u8; TX_HEADER as usize];
             media.read(at, &mut h).map_err(unreadable)?;
             let mut d = Dec::new(&h);
@@ -323,6 +309,7 @@ mod tests {
         Journal::format(&m, &g, b"cp1").unwrap();
         m.write(g.cp_start[1].offset().0, b"\0\0\0\0").unwrap();
         let e = Journal::recover(&m, &g).err().unwrap();
-        assert!(e.to_string().contains("no valid checkpoint"), "{e}");
+        // format wrote slot 0 only: slot 1 never held a checkpoint.
+        assert_eq!(e, Error::Pool(PoolError::NoCheckpoint([SlotError::NoMagic, SlotError::NoMagic])), "{e}");
     }
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::core::Core;
 pub use self::core::{AtimeMode, Changer, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
-pub use error::{Error, Result};
+pub use error::{CheckError, Error, Flushed, PoolError, Result, SlotError};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::{DirEntry, DirFill};
 pub use poison::{BadPage, FAILURE_MAX_PAGES};
@@ -279,6 +279,6 @@ impl Fs {
         /// One path of `ino`, for messages.
         fn path_of(&self, ino: Ino) -> Option<String>;
         /// Checks every structure against every other (tests and fsck call it).
-        fn check(&self) -> std::result::Result<(), String>;
+        fn check(&self) -> std::result::Result<(), CheckError>;
     }
 }

@@ -93,7 +93,7 @@ fn dec_time(d: &mut Dec) -> Result<Timespec, CodecError> {
     let sec = d.i64()?;
     let nsec = d.u32()?;
     if nsec >= 1_000_000_000 {
-        return Err(CodecError(format!("timestamp nanoseconds {nsec} out of range")));
+        return Err(CodecError::Nanoseconds(nsec));
     }
     Ok(Timespec { sec, nsec })
 }
@@ -216,7 +216,7 @@ impl Record {
                 shared: match d.u8()? {
                     0 => false,
                     1 => true,
-                    x => return Err(CodecError(format!("map record shared flag {x}"))),
+                    x => return Err(CodecError::SharedFlag(x)),
                 },
             },
             T_UNMAP => Record::Unmap { ino: ino(d)?, fblock: FileBlock(d.u64()?), len: d.u64()? },
@@ -226,7 +226,7 @@ impl Record {
             T_REMOVE_XATTR => Record::RemoveXattr { ino: ino(d)?, name: d.bytes(XATTR_NAME_MAX)? },
             T_BAD_PAGE => Record::BadPage { pfn: Pfn(d.u64()?) },
             T_POISON => Record::Poison { ino: ino(d)?, fblock: FileBlock(d.u64()?) },
-            t => return Err(CodecError(format!("unknown record type {t}"))),
+            t => return Err(CodecError::UnknownRecord(t)),
         })
     }
 
