@@ -213,7 +213,7 @@ impl Core {
 
     /// Inodes with no name and no opener (unlinked while open before a crash).
     fn free_orphans(&mut self) -> Result<()> {
-        let mut orphans: Vec<Ino> = self.st.inodes.values().filter(|i| i.attr.nlink == 0).map(|i| i.attr.ino).collect();
+        let mut orphans: Vec<Ino> = self.st.inodes().filter(|(_, i)| i.attr.nlink == 0).map(|(ino, _)| ino).collect();
         orphans.sort();
         if orphans.is_empty() {
             return Ok(());
@@ -236,12 +236,12 @@ impl Core {
             return Ok(());
         }
         let payload = encode_all(&recs);
-        let exists = |ino| self.st.inodes.contains_key(&ino);
+        let exists = |ino| self.st.inode(ino).is_some();
         // A map that lengthens an existing extent (appends, sequential writes) adds
         // nothing to the checkpoint.
         let lengthens = |r: &Record| match r {
             Record::Map { ino, fblock, pfn, .. } => {
-                self.st.inodes.get(ino).and_then(|i| i.extents()).is_some_and(|m| m.continues(*fblock, *pfn))
+                self.st.inode(*ino).and_then(|i| i.extents()).is_some_and(|m| m.continues(*fblock, *pfn))
             }
             _ => false,
         };
@@ -322,8 +322,7 @@ impl Core {
         }
         let mut dirty: Vec<Ino> = self.dirty.iter().copied().collect();
         dirty.sort();
-        let recs =
-            dirty.into_iter().filter_map(|ino| self.st.inodes.get(&ino).map(|i| Record::SetInode(i.attr))).collect();
+        let recs = dirty.into_iter().filter_map(|ino| self.st.inode(ino).map(|i| Record::SetInode(i.attr))).collect();
         self.commit(recs)?;
         self.journal.flush(&*self.media)?;
         self.committed();
@@ -343,12 +342,12 @@ impl Core {
 
     /// Allocates `n` pages near `goal`; reclaims busy pages with a log flush if needed.
     pub(super) fn alloc_pages(&mut self, goal: Pfn, n: u64) -> Result<Vec<(Pfn, u64)>> {
-        if let Some(v) = self.st.alloc.alloc(goal, n) {
+        if let Some(v) = self.st.allocate(goal, n) {
             return Ok(v);
         }
-        if self.st.alloc.busy_pages() > 0 {
+        if self.st.allocator().busy_pages() > 0 {
             self.sync()?;
-            if let Some(v) = self.st.alloc.alloc(goal, n) {
+            if let Some(v) = self.st.allocate(goal, n) {
                 return Ok(v);
             }
         }
@@ -357,13 +356,11 @@ impl Core {
 
     /// Returns pages allocated for a change that then failed before it was logged.
     pub(super) fn unalloc(&mut self, runs: &[(Pfn, u64)]) {
-        for &(p, n) in runs {
-            self.st.alloc.free_later(p, n);
-        }
+        self.st.give_back(runs);
     }
 
     pub(super) fn inode(&self, ino: Ino) -> Result<&super::inode::Inode> {
-        self.st.inodes.get(&ino).ok_or(Error::NotFound)
+        self.st.inode(ino).ok_or(Error::NotFound)
     }
 
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
@@ -515,7 +512,7 @@ impl Core {
             return Ok(());
         }
         self.open.remove(&ino);
-        if self.st.inodes.get(&ino).is_some_and(|i| i.attr.nlink == 0) && self.writable().is_ok() {
+        if self.st.inode(ino).is_some_and(|i| i.attr.nlink == 0) && self.writable().is_ok() {
             self.commit(vec![Record::FreeInode { ino }])?;
         }
         Ok(())
@@ -532,14 +529,14 @@ impl Core {
         // create would fail. Used inodes (files - ffree) are always exactly the inodes.
         let cap = self.journal.checkpoint_capacity();
         let room = cap.saturating_sub(self.journal.checkpoint_bound());
-        let inodes = self.st.inodes.len() as u64;
+        let inodes = self.st.inode_count();
         let mut ffree = (cap / INODE_COST).saturating_sub(inodes);
         if room < cap / 8 {
             ffree = ffree.min(room / INODE_COST);
         }
         StatFs {
-            blocks: self.st.geo.data_pages(),
-            bfree: self.st.alloc.free_pages() + self.st.alloc.busy_pages(),
+            blocks: self.st.geo().data_pages(),
+            bfree: self.st.allocator().free_pages() + self.st.allocator().busy_pages(),
             files: inodes + ffree,
             ffree,
             bsize: PAGE_SIZE as u32,
@@ -548,22 +545,22 @@ impl Core {
     }
 
     pub fn stats(&mut self) -> Stats {
-        let (_, shared) = self.st.pages.counts();
-        let total = self.st.geo.data_pages();
+        let (_, shared) = self.st.pages().counts();
+        let total = self.st.geo().data_pages();
         // As statfs counts: a failed page is used, a page waiting for the log is free.
-        let free = self.st.alloc.free_pages() + self.st.alloc.busy_pages();
+        let free = self.st.allocator().free_pages() + self.st.allocator().busy_pages();
         Stats {
             block_size: PAGE_SIZE,
             pages_total: total,
             pages_used: total - free,
             pages_free: free,
             pages_shared: shared,
-            warnings: self.st.pages.warnings(),
-            inodes: self.st.inodes.len() as u64,
+            warnings: self.st.pages().warnings(),
+            inodes: self.st.inode_count(),
             log_bytes: self.journal.log_used(),
             generation: self.journal.generation(),
-            pages_bad: self.st.pages.bad_pages().count() as u64,
-            holder_calls: self.st.pages.holder_calls(),
+            pages_bad: self.st.pages().bad_pages().count() as u64,
+            holder_calls: self.st.pages().holder_calls(),
         }
     }
 
@@ -603,17 +600,17 @@ impl Core {
     }
 
     pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {
-        if !self.st.geo.is_data(pfn) {
+        if !self.st.geo().is_data(pfn) {
             return Err(Error::Invalid);
         }
-        Ok(self.st.pages.state(pfn))
+        Ok(self.st.pages().state(pfn))
     }
 
     pub fn page_is_bad(&mut self, pfn: Pfn) -> Result<bool> {
-        if !self.st.geo.is_data(pfn) {
+        if !self.st.geo().is_data(pfn) {
             return Err(Error::Invalid);
         }
-        Ok(self.st.pages.is_bad(pfn))
+        Ok(self.st.pages().is_bad(pfn))
     }
 
     pub fn check(&mut self) -> std::result::Result<(), CheckError> {

@@ -110,12 +110,12 @@ impl Core {
     /// A page another file holds must be copied before it is written; so must one that
     /// lost an owner since the last commit, which a crash could give back.
     pub(super) fn page_is_cow(&self, pfn: Pfn) -> bool {
-        self.page_is_shared(pfn) || self.st.unshared_since_commit.contains(&pfn)
+        self.page_is_shared(pfn) || self.st.unshared_since_commit(pfn)
     }
 
     /// Whether another file maps the page too.
     pub(super) fn page_is_shared(&self, pfn: Pfn) -> bool {
-        matches!(self.st.pages.state(pfn), PageState::Shared { share } if share > 1)
+        matches!(self.st.pages().state(pfn), PageState::Shared { share } if share > 1)
     }
 
     /// Applies the atime policy after a read of `ino`.
@@ -123,8 +123,7 @@ impl Core {
         if !self.atime_due(ino) {
             return;
         }
-        if let Some(i) = self.st.inodes.get_mut(&ino) {
-            i.attr.atime = Timespec::now();
+        if self.st.touch_atime(ino, Timespec::now()) {
             self.touch(ino);
         }
     }
@@ -133,7 +132,7 @@ impl Core {
     /// (relatime: atime not after mtime or ctime, or a day old), the file's noatime
     /// flag, and nothing on a read-only filesystem.
     pub fn atime_due(&mut self, ino: Ino) -> bool {
-        let Some(a) = self.st.inodes.get(&ino).map(|i| i.attr) else { return false };
+        let Some(a) = self.st.inode(ino).map(|i| i.attr) else { return false };
         if self.writable().is_err() || a.flags & FL_NOATIME != 0 {
             return false;
         }
@@ -224,7 +223,7 @@ impl Core {
             }
         }
         let goal =
-            first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo.data_start, |p| p.plus(1));
+            first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo().data_start, |p| p.plus(1));
         let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
         self.prepare_write(&allocated);
         match self.store_into(tx, ino, off, src, &fresh, &allocated) {
@@ -414,10 +413,7 @@ impl Core {
 
     /// A write that changed no metadata: its times are set in memory and logged lazily.
     fn touch_mtime(&mut self, ino: Ino) {
-        let now = Timespec::now();
-        if let Some(i) = self.st.inodes.get_mut(&ino) {
-            i.attr.mtime = now;
-            i.attr.ctime = now;
+        if self.st.touch_mtime(ino, Timespec::now()) {
             self.touch(ino);
         }
     }
@@ -461,7 +457,7 @@ impl Core {
             at = data;
         }
         let n: u64 = holes.iter().map(|h| h.1).sum();
-        let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo.data_start);
+        let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo().data_start);
         let allocated = self.alloc_pages(goal, n)?;
         self.prepare_write(&allocated);
         let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
@@ -550,7 +546,7 @@ impl Core {
                 .flat_map(|x| (0..x.len).map(move |i| x.pfn.plus(i)))
                 .filter(|p| !self.page_is_cow(*p))
                 .count() as u64;
-            if blocks - private > self.st.alloc.free_pages() + self.st.alloc.busy_pages() {
+            if blocks - private > self.st.allocator().free_pages() + self.st.allocator().busy_pages() {
                 return Err(Error::NoSpace);
             }
             self.punch(ino, off, end)?;

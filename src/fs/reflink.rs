@@ -138,8 +138,7 @@ impl Core {
         }
         // A failed page shared into `dst` is lost there too: the copy reads EIO at it
         // until a whole-page write, as the source does.
-        let end = sblock.plus(blocks);
-        for &(_, b) in self.st.poison.range((src, sblock)..(src, end)) {
+        for b in self.st.poisoned(src, sblock..sblock.plus(blocks)) {
             tx.push(Record::Poison { ino: dst, fblock: dblock.plus(b.0 - sblock.0) });
         }
         let now = Timespec::now();
@@ -337,7 +336,7 @@ impl Core {
             if a.kind() == Kind::Dir {
                 continue;
             }
-            let damaged = self.st.poison.range((ino, FileBlock(0))..=(ino, FileBlock(u64::MAX))).next().is_some();
+            let damaged = self.st.poisoned(ino, FileBlock(0)..FileBlock(u64::MAX)).next().is_some();
             let taken = self.inode(dst)?.dir().is_some_and(|d| d.get(&name).is_some());
             if a.nlink > 1 || damaged || taken {
                 skipped.push((cookie, ino));
@@ -388,7 +387,7 @@ impl Core {
         let mut out = EntryClones::default();
         for (n, (_, name, ino)) in chosen.iter().enumerate() {
             let inode = self.inode(*ino)?;
-            let new = Ino(self.st.next_ino + n as u64);
+            let new = Ino(self.st.next_ino() + n as u64);
             // cp -a keeps no inode flags (chattr's), so neither does this.
             tx.create(Attr { ino: new, nlink: 1, ctime: now, btime: now, flags: 0, ..inode.attr });
             match &inode.body {

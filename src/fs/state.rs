@@ -1,21 +1,28 @@
-//! The in-memory filesystem state and the one function that changes it: `apply`.
+//! The in-memory filesystem state and the one function that changes what is persisted
+//! in it: `apply`.
 //!
 //! Live operations, log replay and checkpoint loading all go through `apply`, so the
 //! state a crash recovers is built by the very code that built it before the crash.
 //! Everything not in a record — the page table, free space, page refcounts (the page
-//! table's `share`) — is derived here from the extent maps.
+//! table's `share`) — is derived here from the extent maps. The fields are private:
+//! operations read the state through the accessors below and plan records from it;
+//! the few changes that are never logged by themselves go through named methods
+//! (`touch_atime`, `touch_mtime` for lazily logged times; `allocate`, `give_back`,
+//! `committed` for free space; `fail_pages` for the page table's bad marks;
+//! `clear_double_claims` for fsck).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 
 mod verify;
 
 use super::extent::Extent;
-use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE};
+use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE, Timespec};
 use super::record::Record;
 use super::rmap::Rmap;
 use crate::arena::codec::Enc;
 use crate::arena::{Allocator, Geometry};
-use crate::dax::{PageState, PageTable};
+use crate::dax::{Failure, PageState, PageTable};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// Blocks a file may map (8 TiB / 4 KiB).
@@ -33,21 +40,21 @@ pub enum Mode {
 }
 
 pub struct State {
-    pub geo: Geometry,
-    pub inodes: HashMap<Ino, Inode>,
-    pub pages: PageTable,
-    pub alloc: Allocator,
-    pub next_ino: u64,
+    geo: Geometry,
+    inodes: HashMap<Ino, Inode>,
+    pages: PageTable,
+    alloc: Allocator,
+    next_ino: u64,
     /// The owners of every shared page (see `rmap`).
-    pub rmap: Rmap,
+    rmap: Rmap,
     /// File blocks whose page failed: they read EIO until a whole-page write.
-    pub poison: BTreeSet<(Ino, FileBlock)>,
+    poison: BTreeSet<(Ino, FileBlock)>,
     /// Pages that lost an owner but kept another since the last commit. Until the loss
     /// is durable a crash can give the owner back, so they are not written in place
     /// (the busy-extent rule, for shared pages).
-    pub unshared_since_commit: HashSet<Pfn>,
+    unshared_since_commit: HashSet<Pfn>,
     /// Blocks (in `Mode::Fsck`) whose map claimed sole ownership of a page in use.
-    pub double_claims: Vec<(Ino, FileBlock)>,
+    double_claims: Vec<(Ino, FileBlock)>,
 }
 
 fn valid_name(name: &[u8]) -> bool {
@@ -93,6 +100,94 @@ impl State {
             double_claims: Vec::new(),
             geo,
         }
+    }
+
+    pub fn geo(&self) -> &Geometry {
+        &self.geo
+    }
+
+    pub fn inode(&self, ino: Ino) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    /// Every inode, in no particular order.
+    pub fn inodes(&self) -> impl Iterator<Item = (Ino, &Inode)> {
+        self.inodes.iter().map(|(ino, i)| (*ino, i))
+    }
+
+    pub fn inode_count(&self) -> u64 {
+        self.inodes.len() as u64
+    }
+
+    /// The number the next new inode gets.
+    pub fn next_ino(&self) -> u64 {
+        self.next_ino
+    }
+
+    pub fn pages(&self) -> &PageTable {
+        &self.pages
+    }
+
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    pub fn rmap(&self) -> &Rmap {
+        &self.rmap
+    }
+
+    /// The poisoned blocks of `ino` in `blocks`, in order.
+    pub fn poisoned(&self, ino: Ino, blocks: Range<FileBlock>) -> impl Iterator<Item = FileBlock> + '_ {
+        let range = (blocks.start < blocks.end).then(|| self.poison.range((ino, blocks.start)..(ino, blocks.end)));
+        range.into_iter().flatten().map(|p| p.1)
+    }
+
+    pub fn is_poisoned(&self, ino: Ino, b: FileBlock) -> bool {
+        self.poison.contains(&(ino, b))
+    }
+
+    /// Whether the page lost an owner since the last commit (a crash could give it back).
+    pub fn unshared_since_commit(&self, pfn: Pfn) -> bool {
+        self.unshared_since_commit.contains(&pfn)
+    }
+
+    /// Blocks (in `Mode::Fsck`) whose map claimed sole ownership of a page in use.
+    pub fn double_claims(&self) -> &[(Ino, FileBlock)] {
+        &self.double_claims
+    }
+
+    /// A read's atime, logged lazily (at the next sync or checkpoint) by the caller.
+    pub fn touch_atime(&mut self, ino: Ino, now: Timespec) -> bool {
+        self.inodes.get_mut(&ino).map(|i| i.attr.atime = now).is_some()
+    }
+
+    /// An in-place write's mtime and ctime, logged lazily by the caller.
+    pub fn touch_mtime(&mut self, ino: Ino, now: Timespec) -> bool {
+        self.inodes.get_mut(&ino).map(|i| (i.attr.mtime, i.attr.ctime) = (now, now)).is_some()
+    }
+
+    /// Takes `n` free pages near `goal` for a change about to be logged.
+    pub fn allocate(&mut self, goal: Pfn, n: u64) -> Option<Vec<(Pfn, u64)>> {
+        self.alloc.alloc(goal, n)
+    }
+
+    /// Returns pages `allocate` gave for a change that failed before it was logged.
+    pub fn give_back(&mut self, runs: &[(Pfn, u64)]) {
+        for &(p, n) in runs {
+            self.alloc.free_later(p, n);
+        }
+    }
+
+    /// Marks failed data pages bad in the page table and finds their owners (from the
+    /// page, or the reverse map for a shared page): `dax::memory_failure`. The
+    /// caller logs what it found.
+    pub fn fail_pages(&mut self, first: Pfn, count: u64) -> Failure {
+        crate::dax::memory_failure(&mut self.pages, first, count, 0, &self.rmap)
+    }
+
+    /// fsck repaired the doubly owned blocks it found.
+    pub fn clear_double_claims(&mut self) {
+        self.double_claims.clear();
     }
 
     fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode, String> {
