@@ -139,7 +139,7 @@ fn page_table(s: &Samples, rows: &mut Vec<Row>) -> Result<(), String> {
 fn extent_map(n: u64) -> ExtentMap {
     let mut m = ExtentMap::default();
     for k in 0..n {
-        m.insert(Extent { fblock: FileBlock(2 * k), pfn: Pfn(1000 + k), len: 1 });
+        m.insert(Extent { fblock: FileBlock(2 * k), pfn: Pfn(1000 + k), pages: 1 });
     }
     m
 }

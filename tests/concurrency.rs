@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use daxlink::arena::MemMedia;
 use daxlink::fs::{Fs, Options, SetAttr};
-use daxlink::types::Ino;
+use daxlink::types::{ArenaOffset, Ino};
 
 use common::{MIB, PAGE, Pool, ROOT, pattern};
 
@@ -84,10 +84,10 @@ impl daxlink::arena::Media for GateMedia {
     fn len(&self) -> u64 {
         self.inner.len()
     }
-    fn read(&self, off: u64, buf: &mut [u8]) -> daxlink::arena::MediaResult {
+    fn read(&self, off: ArenaOffset, buf: &mut [u8]) -> daxlink::arena::MediaResult {
         self.inner.read(off, buf)
     }
-    fn write(&self, off: u64, data: &[u8]) -> daxlink::arena::MediaResult {
+    fn write(&self, off: ArenaOffset, data: &[u8]) -> daxlink::arena::MediaResult {
         if data.len() == self.len.load(std::sync::atomic::Ordering::SeqCst) {
             self.len.store(0, std::sync::atomic::Ordering::SeqCst);
             self.entered.lock().unwrap().take().unwrap().send(()).unwrap();
@@ -96,10 +96,10 @@ impl daxlink::arena::Media for GateMedia {
         }
         self.inner.write(off, data)
     }
-    fn fill(&self, off: u64, len: u64, byte: u8) -> daxlink::arena::MediaResult {
+    fn fill(&self, off: ArenaOffset, len: u64, byte: u8) -> daxlink::arena::MediaResult {
         self.inner.fill(off, len, byte)
     }
-    fn flush(&self, off: u64, len: u64) -> std::io::Result<()> {
+    fn flush(&self, off: ArenaOffset, len: u64) -> std::io::Result<()> {
         self.inner.flush(off, len)
     }
 }

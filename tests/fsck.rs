@@ -46,10 +46,10 @@ fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
             Record::SetInode(a),
             Record::SetInode(lost),
             Record::SetInode(orphan),
-            Record::Map { ino: Ino(901), fblock: FileBlock(0), pfn: free_pfn, len: 1, shared: false },
-            Record::Map { ino: Ino(900), fblock: FileBlock(0), pfn, len: 1, shared: true },
+            Record::Map { ino: Ino(901), fblock: FileBlock(0), pfn: free_pfn, pages: 1, shared: false },
+            Record::Map { ino: Ino(900), fblock: FileBlock(0), pfn, pages: 1, shared: true },
             // A second sole claim on b's page: not a clone, a doubly owned page.
-            Record::Map { ino: a.ino, fblock: FileBlock(4), pfn, len: 1, shared: false },
+            Record::Map { ino: a.ino, fblock: FileBlock(4), pfn, pages: 1, shared: false },
         ],
     );
     (m, a, b)

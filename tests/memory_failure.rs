@@ -192,7 +192,7 @@ fn a_read_that_meets_a_failed_page_fails_it_and_returns_the_bytes_before() {
     let d = data(4 * PS);
     let a = file(&fs, "a", &d);
     let p = pfn_at(&fs, a, 2 * PS);
-    m.fail(p.offset().0, PS);
+    m.fail(p.offset(), PS);
     assert_eq!(fs.read(a, 0, 4 * PS).unwrap(), d[..2 * PS as usize], "the read must stop before the failed page");
     assert!(fs.page_is_bad(p).unwrap(), "the page the read met must be failed");
     assert_eq!(fs.read(a, 2 * PS, 10), Err(Error::HwPoison));
@@ -214,7 +214,7 @@ fn a_cow_write_that_meets_a_failed_shared_page_poisons_every_owner() {
     fs.clone_range(a, 0, b, 0, 0).unwrap();
     fs.clone_range(a, 0, c, 0, 0).unwrap();
     let p = pfn_at(&fs, a, PS);
-    m.fail(p.offset().0, PS);
+    m.fail(p.offset(), PS);
     assert_eq!(fs.write(b, PS + 100, b"x", false), Err(Error::HwPoison), "the COW copy of a failed page must fail");
     assert_eq!(fs.stats().holder_calls, 1, "a shared page's owners come from one holder call");
     let mut owners: Vec<Ino> = rx.try_recv().unwrap().owners.iter().map(|o| o.ino).collect();
@@ -236,7 +236,7 @@ fn an_in_place_write_that_meets_a_failed_page_fails_and_a_whole_page_one_heals()
     let (m, fs) = mkfs();
     let a = file(&fs, "a", &data(4 * PS));
     let p = pfn_at(&fs, a, 3 * PS);
-    m.fail(p.offset().0, PS);
+    m.fail(p.offset(), PS);
     assert_eq!(fs.write(a, 3 * PS + 1, b"yz", false), Err(Error::HwPoison));
     assert!(fs.page_is_bad(p).unwrap());
     fs.write(a, 2 * PS, &[6u8; 2 * PS as usize], false).unwrap();
@@ -251,7 +251,7 @@ fn a_fresh_page_that_fails_is_skipped_and_never_allocated_again() {
     let a = file(&fs, "a", &data(PS));
     // The next pages the allocator hands out follow a's.
     let next = pfn_at(&fs, a, 0).plus(1);
-    m.fail(next.offset().0, 3 * PS);
+    m.fail(next.offset(), 3 * PS);
     let b = file(&fs, "b", &data(8 * PS));
     assert_eq!(fs.read(b, 0, 8 * PS).unwrap(), data(8 * PS), "the write must land whole on good pages");
     let got = pages_of(&fs, b);
@@ -307,8 +307,8 @@ fn failures_the_media_reports_are_failed_like_injected_ones() {
     fs.clone_range(a, 0, b, 0, 0).unwrap();
     let solo = file(&fs, "solo", &data(2 * PS));
     let (shared, own) = (pfn_at(&fs, a, 2 * PS), pfn_at(&fs, solo, PS));
-    m.report(MediaError::Failed { off: shared.offset().0, len: PS });
-    m.report(MediaError::Failed { off: own.offset().0, len: PS });
+    m.report(MediaError::Failed { off: shared.offset(), bytes: PS });
+    m.report(MediaError::Failed { off: own.offset(), bytes: PS });
     let found = fs.take_media_failures();
     assert_eq!(found.len(), 2);
     assert_eq!(found[0].holder_calls, 1, "the shared page asks the holder once");

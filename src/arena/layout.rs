@@ -12,7 +12,7 @@ use std::fmt;
 
 use super::codec::{CodecError, Dec, Enc, checksum};
 use super::media::{Media, MediaError};
-use crate::types::{PAGE_SIZE, Pfn};
+use crate::types::{ArenaOffset, PAGE_SIZE, Pfn};
 
 pub const MAGIC: &[u8; 8] = b"DAXLINK\0";
 pub const VERSION: u32 = 1;
@@ -210,16 +210,16 @@ impl Geometry {
             return Err(LayoutError::NoSuperblock { len: media.len() });
         }
         let mut sb = vec![0u8; SB_LEN];
-        media.read(0, &mut sb).map_err(LayoutError::Unreadable)?;
+        media.read(ArenaOffset(0), &mut sb).map_err(LayoutError::Unreadable)?;
         Geometry::decode(&sb, media.len())
     }
 
     /// Writes the superblock (mkfs only) and makes it durable.
     pub fn write(&self, media: &dyn Media) -> std::io::Result<()> {
         let failed = |e| std::io::Error::other(e);
-        media.fill(0, PAGE_SIZE, 0).map_err(failed)?;
-        media.write(0, &self.encode()).map_err(failed)?;
-        media.flush(0, PAGE_SIZE)
+        media.fill(ArenaOffset(0), PAGE_SIZE, 0).map_err(failed)?;
+        media.write(ArenaOffset(0), &self.encode()).map_err(failed)?;
+        media.flush(ArenaOffset(0), PAGE_SIZE)
     }
 }
 

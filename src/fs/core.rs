@@ -578,7 +578,7 @@ impl Core {
         };
         let mut out: Vec<Mapping> = Vec::new();
         for x in m.iter_from(from) {
-            for i in 0..x.len {
+            for i in 0..x.pages {
                 let (fblock, pfn) = (x.fblock.plus(i), x.pfn.plus(i));
                 let shared = self.page_is_shared(pfn);
                 let poisoned = self.is_poisoned(ino, fblock);

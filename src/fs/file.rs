@@ -13,7 +13,7 @@ use super::tx::Tx;
 use super::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 use crate::arena::Media;
 use crate::dax::PageState;
-use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
+use crate::types::{ArenaOffset, FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// What a store writes.
 #[derive(Clone, Copy)]
@@ -59,13 +59,13 @@ pub struct WritePlan {
 }
 
 /// Bytes of a request on one extent: (arena offset, their offsets in the request).
-type ByteRun = (u64, std::ops::Range<usize>);
+type ByteRun = (ArenaOffset, std::ops::Range<usize>);
 
 /// Where the bytes `[off, end)` of a file meet extent `x` (which overlaps them).
 fn byte_run(x: &super::extent::Extent, off: u64, end: u64) -> ByteRun {
     let s = x.fblock.byte().max(off);
     let e = x.end().byte().min(end);
-    (x.pfn.offset().0 + (s - x.fblock.byte()), (s - off) as usize..(e - off) as usize)
+    (x.pfn.offset().plus(s - x.fblock.byte()), (s - off) as usize..(e - off) as usize)
 }
 
 impl WritePlan {
@@ -189,7 +189,7 @@ impl Core {
             return Ok(());
         }
         let mut page = vec![0u8; PAGE_SIZE as usize];
-        self.media.read(p.offset().0, &mut page)?;
+        self.media.read(p.offset(), &mut page)?;
         // Rewriting a whole page with its own bytes copies it and changes nothing else.
         let mut tx = Tx::new();
         let allocated = self.store(&mut tx, ino, b.byte(), Src::Bytes(&page))?;
@@ -258,10 +258,10 @@ impl Core {
                 match old {
                     Some(op) => {
                         let mut page = vec![0u8; PAGE_SIZE as usize];
-                        self.media.read(op.offset().0, &mut page)?;
-                        self.media.write(np.offset().0, &page)?;
+                        self.media.read(op.offset(), &mut page)?;
+                        self.media.write(np.offset(), &page)?;
                     }
-                    None => self.media.fill(np.offset().0, PAGE_SIZE, 0)?,
+                    None => self.media.fill(np.offset(), PAGE_SIZE, 0)?,
                 }
             }
             remap.push((b, np));
@@ -280,9 +280,9 @@ impl Core {
             let Some(p) = new.or_else(|| m.lookup(b)) else { continue };
             let s = b.byte().max(off);
             let e = (b.byte() + PAGE_SIZE).min(off + len);
-            let (at, bytes) = (p.offset().0 + (s - b.byte()), (s - off) as usize..(e - off) as usize);
+            let (at, bytes) = (p.offset().plus(s - b.byte()), (s - off) as usize..(e - off) as usize);
             match &mut run {
-                Some((a, r)) if *a + r.len() as u64 == at && r.end == bytes.start => r.end = bytes.end,
+                Some((a, r)) if a.plus(r.len() as u64) == at && r.end == bytes.start => r.end = bytes.end,
                 _ => {
                     if let Some((a, r)) = run.replace((at, bytes)) {
                         self.put(src, a, r)?;
@@ -294,16 +294,16 @@ impl Core {
             self.put(src, a, r)?;
         }
         for (b, _, n) in runs(&cow) {
-            tx.push(Record::Unmap { ino, fblock: b, len: n });
+            tx.push(Record::Unmap { ino, fblock: b, pages: n });
         }
         for (b, p, n) in runs(&remap) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, shared: false });
         }
         Ok(())
     }
 
     /// Stores the bytes `r` of `src` (zeros for `Src::Zeros`) at arena offset `at`.
-    fn put(&self, src: Src, at: u64, r: std::ops::Range<usize>) -> Result<()> {
+    fn put(&self, src: Src, at: ArenaOffset, r: std::ops::Range<usize>) -> Result<()> {
         match src {
             Src::Bytes(d) => self.media.write(at, &d[r])?,
             Src::Zeros(_) => self.media.fill(at, r.len() as u64, 0)?,
@@ -314,7 +314,7 @@ impl Core {
     /// Fresh pages about to be written through the mapping.
     fn prepare_write(&self, allocated: &[(Pfn, u64)]) {
         for &(p, n) in allocated {
-            self.media.prepare_write(p.offset().0, n * PAGE_SIZE);
+            self.media.prepare_write(p.offset(), n * PAGE_SIZE);
         }
     }
 
@@ -324,7 +324,7 @@ impl Core {
     /// whatever the page held before (another file's data).
     fn commit_store(&mut self, tx: Tx, allocated: &[(Pfn, u64)]) -> Result<()> {
         for &(p, n) in allocated {
-            if let Err(e) = self.media.flush(p.offset().0, n * PAGE_SIZE) {
+            if let Err(e) = self.media.flush(p.offset(), n * PAGE_SIZE) {
                 self.unalloc(allocated);
                 return Err(Error::Flush(Flushed::NewPages, e.raw_os_error().unwrap_or(libc::EIO)));
             }
@@ -361,7 +361,7 @@ impl Core {
         let mut runs = Vec::new();
         let mut next = first;
         for x in self.extent_map(ino)?.range(first, last.0 - first.0 + 1) {
-            if x.fblock != next || (0..x.len).any(|i| self.page_is_cow(x.pfn.plus(i))) {
+            if x.fblock != next || (0..x.pages).any(|i| self.page_is_cow(x.pfn.plus(i))) {
                 return Ok(None);
             }
             next = x.end();
@@ -430,7 +430,7 @@ impl Core {
         let mut tx = Tx::new();
         let keep = size.div_ceil(PAGE_SIZE);
         if !self.extent_map(ino)?.range(FileBlock(keep), MAX_FILE_BLOCKS - keep).is_empty() {
-            tx.push(Record::Unmap { ino, fblock: FileBlock(keep), len: MAX_FILE_BLOCKS - keep });
+            tx.push(Record::Unmap { ino, fblock: FileBlock(keep), pages: MAX_FILE_BLOCKS - keep });
         }
         let now = Timespec::now();
         let a = tx.attr(&self.st, ino)?;
@@ -469,13 +469,13 @@ impl Core {
             }
         }
         for &(p, n) in &allocated {
-            if let Err(e) = self.media.fill(p.offset().0, n * PAGE_SIZE, 0) {
+            if let Err(e) = self.media.fill(p.offset(), n * PAGE_SIZE, 0) {
                 self.unalloc(&allocated);
                 return Err(e.into());
             }
         }
         for (b, p, n) in runs(&pairs) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, shared: false });
         }
         Ok(allocated)
     }
@@ -499,7 +499,7 @@ impl Core {
                 }
             }
             if !self.extent_map(ino)?.range(FileBlock(whole_from), whole_to - whole_from).is_empty() {
-                tx.push(Record::Unmap { ino, fblock: FileBlock(whole_from), len: whole_to - whole_from });
+                tx.push(Record::Unmap { ino, fblock: FileBlock(whole_from), pages: whole_to - whole_from });
             }
         }
         let now = Timespec::now();
@@ -543,7 +543,7 @@ impl Core {
             let private: u64 = m
                 .range(first, blocks)
                 .iter()
-                .flat_map(|x| (0..x.len).map(move |i| x.pfn.plus(i)))
+                .flat_map(|x| (0..x.pages).map(move |i| x.pfn.plus(i)))
                 .filter(|p| !self.page_is_cow(*p))
                 .count() as u64;
             if blocks - private > self.st.allocator().free_pages() + self.st.allocator().busy_pages() {

@@ -11,7 +11,7 @@
 use super::error::{Error, Flushed, PoolError, Result, SlotError};
 use crate::arena::codec::{Dec, Enc};
 use crate::arena::{Geometry, Media};
-use crate::types::PAGE_SIZE;
+use crate::types::{ArenaOffset, PAGE_SIZE};
 
 const TX_MAGIC: u32 = 0x5854_4c44; // "DLTX"
 const CP_MAGIC: u32 = 0x5043_4c44; // "DLCP"
@@ -31,9 +31,11 @@ pub struct Recovered {
 
 #[derive(Debug, Clone)]
 pub struct Journal {
-    log_off: u64,
+    log_off: ArenaOffset,
+    /// Bytes of the log region.
     log_len: u64,
-    cp_off: [u64; 2],
+    cp_off: [ArenaOffset; 2],
+    /// Bytes of a checkpoint slot.
     cp_len: u64,
     generation: u64,
     seq: u64,
@@ -47,9 +49,9 @@ pub struct Journal {
 impl Journal {
     fn empty(geo: &Geometry) -> Journal {
         Journal {
-            log_off: geo.log_start.offset().0,
+            log_off: geo.log_start.offset(),
             log_len: geo.log_pages * PAGE_SIZE,
-            cp_off: [geo.cp_start[0].offset().0, geo.cp_start[1].offset().0],
+            cp_off: [geo.cp_start[0].offset(), geo.cp_start[1].offset()],
             cp_len: geo.cp_pages * PAGE_SIZE,
             generation: 0,
             seq: 0,
@@ -110,8 +112,8 @@ impl Journal {
         sum.update(&h.buf[4..]);
         sum.update(payload);
         h.u32(sum.finalize());
-        let at = self.log_off + self.head;
-        media.write(at + TX_HEADER, payload)?;
+        let at = self.log_off.plus(self.head);
+        media.write(at.plus(TX_HEADER), payload)?;
         media.write(at, &h.buf)?;
         self.head += align8(TX_HEADER + len);
         self.seq += 1;
@@ -121,7 +123,9 @@ impl Journal {
 
     /// Makes the log (and every store before it) durable.
     pub fn flush(&self, media: &dyn Media) -> Result<()> {
-        media.flush(0, media.len()).map_err(|e| Error::Flush(Flushed::Pool, e.raw_os_error().unwrap_or(libc::EIO)))
+        media
+            .flush(ArenaOffset(0), media.len())
+            .map_err(|e| Error::Flush(Flushed::Pool, e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
     /// Writes `payload` (the whole namespace) as the next generation's checkpoint and
@@ -143,7 +147,7 @@ impl Journal {
         sum.update(&h.buf[4..]);
         sum.update(payload);
         h.u32(sum.finalize());
-        media.write(off + CP_HEADER, payload)?;
+        media.write(off.plus(CP_HEADER), payload)?;
         media.write(off, &h.buf)?;
         media
             .flush(off, CP_HEADER + len)
@@ -157,7 +161,7 @@ impl Journal {
     }
 
     /// The checkpoint in a slot: its generation and payload, or why it is not valid.
-    fn read_slot(media: &dyn Media, off: u64, cp_len: u64) -> std::result::Result<(u64, Vec<u8>), SlotError> {
+    fn read_slot(media: &dyn Media, off: ArenaOffset, cp_len: u64) -> std::result::Result<(u64, Vec<u8>), SlotError> {
         let mut h = vec![0u8; CP_HEADER as usize];
         media.read(off, &mut h).map_err(SlotError::Unreadable)?;
         let mut d = Dec::new(&h);
@@ -171,7 +175,7 @@ impl Journal {
             return Err(SlotError::TooLong(len));
         }
         let mut payload = vec![0u8; len as usize];
-        media.read(off + CP_HEADER, &mut payload).map_err(SlotError::Unreadable)?;
+        media.read(off.plus(CP_HEADER), &mut payload).map_err(SlotError::Unreadable)?;
         let mut sum = crc32fast::Hasher::new();
         sum.update(&h[4..CP_HEADER as usize - 4]);
         sum.update(&payload);
@@ -204,7 +208,7 @@ impl Journal {
             if j.head + TX_HEADER > j.log_len {
                 break;
             }
-            let at = j.log_off + j.head;
+            let at = j.log_off.plus(j.head);
             let unreadable = |e| Error::Pool(PoolError::LogUnreadable(e));
             let mut h = vec![0u8; TX_HEADER as usize];
             media.read(at, &mut h).map_err(unreadable)?;
@@ -217,7 +221,7 @@ impl Journal {
                 break;
             }
             let mut payload = vec![0u8; len as usize];
-            media.read(at + TX_HEADER, &mut payload).map_err(unreadable)?;
+            media.read(at.plus(TX_HEADER), &mut payload).map_err(unreadable)?;
             let mut sum = crc32fast::Hasher::new();
             sum.update(&h[4..TX_HEADER as usize - 4]);
             sum.update(&payload);
@@ -274,7 +278,7 @@ mod tests {
         let second_at = g.log_start.offset().0 + j.log_used();
         j.append(&m, b"second", 6).unwrap();
         j.append(&m, b"third", 5).unwrap();
-        m.write(second_at + TX_HEADER + 2, b"X").unwrap();
+        m.write(ArenaOffset(second_at + TX_HEADER + 2), b"X").unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.transactions, vec![b"first".to_vec()]);
     }
@@ -297,7 +301,7 @@ mod tests {
         j.append(&m, b"tx", 2).unwrap();
         // A checkpoint torn half-way: header written, payload damaged.
         j.checkpoint(&m, b"cp2").unwrap();
-        m.write(g.cp_start[0].offset().0 + CP_HEADER, b"Z").unwrap();
+        m.write(g.cp_start[0].offset().plus(CP_HEADER), b"Z").unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.checkpoint, b"cp1");
         assert_eq!(r.transactions, vec![b"tx".to_vec()], "the old log must still replay");
@@ -307,7 +311,7 @@ mod tests {
     fn both_checkpoints_damaged_is_an_error() {
         let (m, g) = setup();
         Journal::format(&m, &g, b"cp1").unwrap();
-        m.write(g.cp_start[1].offset().0, b"\0\0\0\0").unwrap();
+        m.write(g.cp_start[1].offset(), b"\0\0\0\0").unwrap();
         let e = Journal::recover(&m, &g).err().unwrap();
         // format wrote slot 0 only: slot 1 never held a checkpoint.
         assert_eq!(e, Error::Pool(PoolError::NoCheckpoint([SlotError::NoMagic, SlotError::NoMagic])), "{e}");

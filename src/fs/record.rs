@@ -39,13 +39,13 @@ pub enum Record {
         ino: Ino,
         fblock: FileBlock,
         pfn: Pfn,
-        len: u64,
+        pages: u64,
         shared: bool,
     },
     Unmap {
         ino: Ino,
         fblock: FileBlock,
-        len: u64,
+        pages: u64,
     },
     SetXattr {
         ino: Ino,
@@ -135,7 +135,7 @@ impl Record {
                 e.u64(dir.0);
                 e.bytes(name);
             }
-            Record::Map { ino, fblock, pfn, len, shared } => {
+            Record::Map { ino, fblock, pfn, pages: len, shared } => {
                 e.u8(T_MAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
@@ -143,7 +143,7 @@ impl Record {
                 e.u64(*len);
                 e.u8(*shared as u8);
             }
-            Record::Unmap { ino, fblock, len } => {
+            Record::Unmap { ino, fblock, pages: len } => {
                 e.u8(T_UNMAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
@@ -212,14 +212,14 @@ impl Record {
                 ino: ino(d)?,
                 fblock: FileBlock(d.u64()?),
                 pfn: Pfn(d.u64()?),
-                len: d.u64()?,
+                pages: d.u64()?,
                 shared: match d.u8()? {
                     0 => false,
                     1 => true,
                     x => return Err(CodecError::SharedFlag(x)),
                 },
             },
-            T_UNMAP => Record::Unmap { ino: ino(d)?, fblock: FileBlock(d.u64()?), len: d.u64()? },
+            T_UNMAP => Record::Unmap { ino: ino(d)?, fblock: FileBlock(d.u64()?), pages: d.u64()? },
             T_SET_XATTR => {
                 Record::SetXattr { ino: ino(d)?, name: d.bytes(XATTR_NAME_MAX)?, value: d.bytes(XATTR_VALUE_MAX)? }
             }
@@ -307,8 +307,8 @@ mod tests {
             Record::FreeInode { ino: Ino(9) },
             Record::Link { dir: Ino(1), name: b"n".to_vec(), ino: Ino(9) },
             Record::Unlink { dir: Ino(1), name: b"n".to_vec() },
-            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), len: 2, shared: true },
-            Record::Unmap { ino: Ino(9), fblock: FileBlock(3), len: 1 },
+            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), pages: 2, shared: true },
+            Record::Unmap { ino: Ino(9), fblock: FileBlock(3), pages: 1 },
             Record::SetXattr { ino: Ino(9), name: b"user.a".to_vec(), value: vec![1, 2] },
             Record::RemoveXattr { ino: Ino(9), name: b"user.a".to_vec() },
             Record::BadPage { pfn: Pfn(400) },

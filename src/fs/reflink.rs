@@ -108,7 +108,7 @@ impl Core {
         let Some(p) = self.extent_map(ino)?.lookup(FileBlock::of(size)) else { return Ok(true) };
         let tail = size % PAGE_SIZE;
         let mut buf = vec![0u8; (PAGE_SIZE - tail) as usize];
-        self.media.read(p.offset().0 + tail, &mut buf)?;
+        self.media.read(p.offset().plus(tail), &mut buf)?;
         Ok(buf.iter().all(|b| *b == 0))
     }
 
@@ -125,14 +125,14 @@ impl Core {
         let pieces = self.extent_map(src)?.range(sblock, blocks);
         let mut tx = Tx::new();
         if !self.extent_map(dst)?.range(dblock, blocks).is_empty() {
-            tx.push(Record::Unmap { ino: dst, fblock: dblock, len: blocks });
+            tx.push(Record::Unmap { ino: dst, fblock: dblock, pages: blocks });
         }
         for p in pieces {
             tx.push(Record::Map {
                 ino: dst,
                 fblock: dblock.plus(p.fblock.0 - sblock.0),
                 pfn: p.pfn,
-                len: p.len,
+                pages: p.pages,
                 shared: true,
             });
         }
@@ -268,7 +268,7 @@ impl Core {
             .extent_map(ino)?
             .range(first, nblocks)
             .iter()
-            .flat_map(|x| (0..x.len).map(move |i| x.fblock.plus(i)))
+            .flat_map(|x| (0..x.pages).map(move |i| x.fblock.plus(i)))
             .collect();
         for b in blocks {
             self.unshare_block(ino, b)?;
@@ -393,8 +393,8 @@ impl Core {
             match &inode.body {
                 Body::File(map) => {
                     for e in map.iter() {
-                        tx.push(Record::Map { ino: new, fblock: e.fblock, pfn: e.pfn, len: e.len, shared: true });
-                        out.bytes += e.len * PAGE_SIZE;
+                        tx.push(Record::Map { ino: new, fblock: e.fblock, pfn: e.pfn, pages: e.pages, shared: true });
+                        out.bytes += e.pages * PAGE_SIZE;
                     }
                     out.files += 1;
                 }

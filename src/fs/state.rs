@@ -263,8 +263,10 @@ impl State {
                     .remove(name)
                     .ok_or_else(|| format!("unlink of missing name {:?} in {dir}", String::from_utf8_lossy(name)))?;
             }
-            Record::Map { ino, fblock, pfn, len, shared } => self.map(*ino, *fblock, *pfn, *len, *shared, mode)?,
-            Record::Unmap { ino, fblock, len } => self.unmap(*ino, *fblock, *len, mode)?,
+            Record::Map { ino, fblock, pfn, pages: len, shared } => {
+                self.map(*ino, *fblock, *pfn, *len, *shared, mode)?
+            }
+            Record::Unmap { ino, fblock, pages: len } => self.unmap(*ino, *fblock, *len, mode)?,
             Record::SetXattr { ino, name, value } => {
                 self.inode_mut(*ino)?.xattrs.insert(name.clone(), value.clone());
             }
@@ -316,7 +318,7 @@ impl State {
         if !m.range(fblock, len).is_empty() {
             return Err(format!("map over mapped blocks of inode {ino}"));
         }
-        m.insert(Extent { fblock, pfn, len });
+        m.insert(Extent { fblock, pfn, pages: len });
         // The reverse map names the owners of shared pages only; a page with one owner
         // names it in the page table (fs/dax.c: mapping + index, or a share count). A
         // page turning shared brings its first owner along.
@@ -353,12 +355,12 @@ impl State {
             self.poison.remove(&p);
         }
         for e in m.remove(fblock, len) {
-            let shared: Vec<u64> = (0..e.len).filter(|i| self.pages.is_shared(e.pfn.plus(*i))).collect();
+            let shared: Vec<u64> = (0..e.pages).filter(|i| self.pages.is_shared(e.pfn.plus(*i))).collect();
             for (i, n) in index_runs(&shared) {
                 self.rmap.remove(e.pfn.plus(i), n, ino, e.fblock.plus(i));
             }
             let mut run: Option<(Pfn, u64)> = None;
-            for i in 0..e.len {
+            for i in 0..e.pages {
                 let p = e.pfn.plus(i);
                 self.pages.disassociate(p, ino);
                 if !self.pages.is_free(p) {
@@ -434,8 +436,8 @@ impl State {
                     // `shared` only where pages are shared: a page that a second extent
                     // also claims as its own is then a fault the load catches.
                     let shared =
-                        (0..x.len).any(|i| matches!(self.pages.state(x.pfn.plus(i)), PageState::Shared { .. }));
-                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, len: x.len, shared }.encode(&mut e);
+                        (0..x.pages).any(|i| matches!(self.pages.state(x.pfn.plus(i)), PageState::Shared { .. }));
+                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, pages: x.pages, shared }.encode(&mut e);
                 }
             }
             for &(_, fblock) in self.poison.range((**ino, FileBlock(0))..=(**ino, FileBlock(u64::MAX))) {

@@ -9,7 +9,7 @@ use super::{State, index_runs};
 use crate::dax::PageState;
 use crate::fs::error::CheckError;
 use crate::fs::inode::{Body, FL_SUPPORTED};
-use crate::types::{Ino, Pfn};
+use crate::types::{FileBlock, Ino, Pfn};
 
 type Verdict = Result<(), CheckError>;
 
@@ -89,7 +89,7 @@ impl State {
         for (ino, i) in &self.inodes {
             let Body::File(m) = &i.body else { continue };
             m.check().map_err(|e| CheckError::Extents(format!("inode {ino}: {e}")))?;
-            if m.iter().any(|x| !self.geo.is_data_range(x.pfn, x.len)) {
+            if m.iter().any(|x| !self.geo.is_data_range(x.pfn, x.pages)) {
                 return Err(CheckError::Extents(format!("inode {ino} maps pages outside the data region")));
             }
         }
@@ -101,7 +101,7 @@ impl State {
     pub fn verify_page_table(&self) -> Verdict {
         let mut owned_refs = 0u64;
         for (ino, x) in self.all_extents() {
-            for k in 0..x.len {
+            for k in 0..x.pages {
                 match self.pages.state(x.pfn.plus(k)) {
                     PageState::Owned { mapping, index } if mapping == ino && index == x.fblock.plus(k) => {
                         owned_refs += 1
@@ -133,7 +133,7 @@ impl State {
     pub fn verify_rmap(&self) -> Verdict {
         let mut shared_parts = Vec::new();
         for (ino, x) in self.all_extents() {
-            let shared: Vec<u64> = (0..x.len).filter(|k| self.pages.is_shared(x.pfn.plus(*k))).collect();
+            let shared: Vec<u64> = (0..x.pages).filter(|k| self.pages.is_shared(x.pfn.plus(*k))).collect();
             shared_parts
                 .extend(index_runs(&shared).into_iter().map(|(k, n)| (ino, x.pfn.plus(k), n, x.fblock.plus(k))));
         }
@@ -141,13 +141,13 @@ impl State {
         let mut segs = self.rmap.iter();
         let mut seg = segs.next();
         for p in self.geo.data_start.0..self.geo.pages_total {
-            let mut owners: &[(Ino, u64)] = &[];
-            while let Some((s, len, o)) = seg {
-                if s + len <= p {
+            let mut owners: &[(Ino, FileBlock)] = &[];
+            while let Some((s, pages, o)) = seg {
+                if s.0 + pages <= p {
                     seg = segs.next();
                     continue;
                 }
-                if s <= p {
+                if s.0 <= p {
                     owners = o;
                 }
                 break;
@@ -177,12 +177,12 @@ impl State {
         let mut free = free_runs.next();
         for p in self.geo.data_start.0..self.geo.pages_total {
             let pfn = Pfn(p);
-            while free.is_some_and(|(s, n)| s + n <= p) {
+            while free.is_some_and(|(s, n)| s.0 + n <= p) {
                 free = free_runs.next();
             }
             if self.pages.state(pfn) != PageState::Free || self.pages.is_bad(pfn) {
                 used += 1;
-                if free.is_some_and(|(s, _)| s <= p) {
+                if free.is_some_and(|(s, _)| s.0 <= p) {
                     return Err(CheckError::Space(format!("page {pfn} is mapped or bad but free in the allocator")));
                 }
             }
@@ -222,7 +222,6 @@ mod tests {
     use crate::fs::inode::{Attr, Timespec};
     use crate::fs::record::Record;
     use crate::fs::state::Mode;
-    use crate::types::FileBlock;
 
     /// A root and one file mapping 4 pages, consistent.
     fn state() -> (State, Ino, Pfn) {
@@ -236,7 +235,7 @@ mod tests {
             Record::SetInode(Attr { nlink: 2, ..root }),
             Record::SetInode(f),
             Record::Link { dir: Ino::ROOT, name: b"f".to_vec(), ino: Ino(2) },
-            Record::Map { ino: Ino(2), fblock: FileBlock(0), pfn, len: 4, shared: false },
+            Record::Map { ino: Ino(2), fblock: FileBlock(0), pfn, pages: 4, shared: false },
         ] {
             st.apply(&r, Mode::Replay).unwrap();
         }
