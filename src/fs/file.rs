@@ -32,6 +32,35 @@ impl Src<'_> {
     }
 }
 
+/// What a store does to one block.
+#[derive(Clone, Copy)]
+enum BlockPlan {
+    /// The file alone owns the page: the bytes go in place.
+    InPlace(Pfn),
+    /// A fresh page: a copy of `old` (shared, or failed and wholly rewritten), or a
+    /// hole filled.
+    Fresh { old: Option<Pfn> },
+    /// A hole that zeros keep.
+    Hole,
+}
+
+/// A store of `len` bytes at `off`, block by block, planned before anything changes;
+/// `fresh` blocks need a page each, best allocated from `goal` on.
+struct StorePlan {
+    off: u64,
+    len: u64,
+    blocks: Vec<(FileBlock, BlockPlan)>,
+    fresh: u64,
+    goal: Pfn,
+}
+
+impl StorePlan {
+    /// Whether the store writes block `b` whole.
+    fn covers(&self, b: FileBlock) -> bool {
+        b.byte() >= self.off && b.byte() + PAGE_SIZE <= self.off + self.len
+    }
+}
+
 /// The bytes of a read: `len` of them, zero but for `runs` of (offset in the read,
 /// arena offset, length). Carried out after the fs lock is dropped (see `Fs::read`);
 /// the pages stay the file's or at least unused until the reader is done
@@ -78,19 +107,15 @@ impl WritePlan {
 }
 
 /// Groups consecutive `(block, page)` pairs into `(first block, first page, count)`.
-fn runs(pairs: &[(FileBlock, Pfn)]) -> Vec<(FileBlock, Pfn, u64)> {
-    let mut out: Vec<(FileBlock, Pfn, u64)> = Vec::new();
-    for &(b, p) in pairs {
-        match out.last_mut() {
-            Some((fb, fp, n)) if fb.0 + *n == b.0 && fp.0 + *n == p.0 => *n += 1,
-            _ => out.push((b, p, 1)),
-        }
-    }
-    out
+fn runs(pairs: &[(FileBlock, Pfn)]) -> impl Iterator<Item = (FileBlock, Pfn, u64)> + '_ {
+    crate::runs::runs(pairs.iter().copied(), |(fb, fp), n, (b, p)| fb.0 + n == b.0 && fp.0 + n == p.0)
+        .map(|((b, p), n)| (b, p, n))
 }
 
 impl Core {
-    fn file_size(&self, ino: Ino) -> Result<u64> {
+    /// The size of a regular file; `EISDIR` for a directory, `EINVAL` for any other
+    /// kind (what read, write, fallocate and the remap calls answer).
+    pub(super) fn file_size(&self, ino: Ino) -> Result<u64> {
         let i = self.inode(ino)?;
         match i.attr.kind() {
             Kind::File => Ok(i.attr.size),
@@ -200,33 +225,10 @@ impl Core {
     /// into fresh pages for holes (zeros keep holes) and shared pages (COW). Records
     /// the remaps in `tx`; returns the pages it allocated.
     fn store(&mut self, tx: &mut Tx, ino: Ino, off: u64, src: Src) -> Result<Vec<(Pfn, u64)>> {
-        let len = src.len();
-        if len == 0 {
-            return Ok(Vec::new());
-        }
-        let first = FileBlock::of(off);
-        let last = FileBlock::of(off + len - 1);
-        let m = self.extent_map(ino)?;
-        let mut fresh = Vec::new(); // (block, old page if COW)
-        for b in first.0..=last.0 {
-            let b = FileBlock(b);
-            let covered = b.byte() >= off && b.byte() + PAGE_SIZE <= off + len;
-            match m.lookup(b) {
-                // Only a whole-page write may replace a failed page's contents.
-                Some(_) if self.is_poisoned(ino, b) && (!covered || matches!(src, Src::Zeros(_))) => {
-                    return Err(Error::HwPoison);
-                }
-                Some(p) if self.is_poisoned(ino, b) || self.page_is_cow(p) => fresh.push((b, Some(p))),
-                Some(_) => {}
-                None if matches!(src, Src::Zeros(_)) => {}
-                None => fresh.push((b, None)),
-            }
-        }
-        let goal =
-            first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo().data_start, |p| p.plus(1));
-        let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
+        let plan = self.plan_store(ino, off, src)?;
+        let allocated = self.alloc_pages(plan.goal, plan.fresh)?;
         self.prepare_write(&allocated);
-        match self.store_into(tx, ino, off, src, &fresh, &allocated) {
+        match self.carry_out(tx, ino, &plan, src, &allocated) {
             Ok(()) => Ok(allocated),
             Err(e) => {
                 self.unalloc(&allocated);
@@ -235,51 +237,71 @@ impl Core {
         }
     }
 
-    /// `store`'s copies, into the `allocated` pages for the `fresh` blocks and in
-    /// place elsewhere.
-    fn store_into(
-        &mut self,
-        tx: &mut Tx,
-        ino: Ino,
-        off: u64,
-        src: Src,
-        fresh: &[(FileBlock, Option<Pfn>)],
-        allocated: &[(Pfn, u64)],
-    ) -> Result<()> {
-        let (len, first) = (src.len(), FileBlock::of(off));
-        let last = FileBlock::of(off + len - 1);
-        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
-        let mut remap = Vec::with_capacity(fresh.len());
-        let mut cow = Vec::new();
-        for &(b, old) in fresh {
-            let np = pages.next().expect("allocated one page per block");
-            let covered = b.byte() >= off && b.byte() + PAGE_SIZE <= off + len;
-            if !covered {
-                match old {
-                    Some(op) => {
-                        let mut page = vec![0u8; PAGE_SIZE as usize];
-                        self.media.read(op.offset(), &mut page)?;
-                        self.media.write(np.offset(), &page)?;
-                    }
-                    None => self.media.fill(np.offset(), PAGE_SIZE, 0)?,
-                }
-            }
-            remap.push((b, np));
-            if old.is_some() {
-                cow.push((b, np));
-            }
+    /// What `store` does to each block, decided from the state alone.
+    fn plan_store(&self, ino: Ino, off: u64, src: Src) -> Result<StorePlan> {
+        let len = src.len();
+        let mut plan = StorePlan { off, len, blocks: Vec::new(), fresh: 0, goal: self.st.geo().data_start };
+        if len == 0 {
+            return Ok(plan);
         }
-        // Write the bytes: into the new page where there is one, else in place.
-        // Consecutive blocks on consecutive pages go in one store.
+        let (first, last) = (FileBlock::of(off), FileBlock::of(off + len - 1));
         let m = self.extent_map(ino)?;
-        let mut fresh_pages = remap.iter().peekable();
-        let mut run: Option<ByteRun> = None;
         for b in first.0..=last.0 {
             let b = FileBlock(b);
-            let new = fresh_pages.next_if(|(rb, _)| *rb == b).map(|(_, p)| *p);
-            let Some(p) = new.or_else(|| m.lookup(b)) else { continue };
+            let action = match m.lookup(b) {
+                // Only a whole-page write may replace a failed page's contents.
+                Some(_) if self.is_poisoned(ino, b) && (!plan.covers(b) || matches!(src, Src::Zeros(_))) => {
+                    return Err(Error::HwPoison);
+                }
+                Some(p) if self.is_poisoned(ino, b) || self.page_is_cow(p) => BlockPlan::Fresh { old: Some(p) },
+                Some(p) => BlockPlan::InPlace(p),
+                None if matches!(src, Src::Zeros(_)) => BlockPlan::Hole,
+                None => BlockPlan::Fresh { old: None },
+            };
+            plan.fresh += matches!(action, BlockPlan::Fresh { .. }) as u64;
+            plan.blocks.push((b, action));
+        }
+        if let Some(p) = first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))) {
+            plan.goal = p.plus(1);
+        }
+        Ok(plan)
+    }
+
+    /// Carries out `plan` with the `allocated` pages (one per fresh block, in order):
+    /// a fresh page the write does not cover gets the old page's bytes (or zeros)
+    /// first; then the bytes go in, consecutive blocks on consecutive pages in one
+    /// store; the remaps go into `tx`.
+    fn carry_out(&self, tx: &mut Tx, ino: Ino, plan: &StorePlan, src: Src, allocated: &[(Pfn, u64)]) -> Result<()> {
+        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
+        let mut remap = Vec::with_capacity(plan.fresh as usize);
+        let mut cow = Vec::new();
+        let mut run: Option<ByteRun> = None;
+        let (off, end) = (plan.off, plan.off + plan.len);
+        for &(b, action) in &plan.blocks {
+            let p = match action {
+                BlockPlan::Hole => continue,
+                BlockPlan::InPlace(p) => p,
+                BlockPlan::Fresh { old } => {
+                    let np = pages.next().ok_or(Error::NoSpace)?;
+                    if !plan.covers(b) {
+                        match old {
+                            Some(op) => {
+                                let mut page = vec![0u8; PAGE_SIZE as usize];
+                                self.media.read(op.offset(), &mut page)?;
+                                self.media.write(np.offset(), &page)?;
+                            }
+                            None => self.media.fill(np.offset(), PAGE_SIZE, 0)?,
+                        }
+                    }
+                    remap.push((b, np));
+                    if old.is_some() {
+                        cow.push((b, np));
+                    }
+                    np
+                }
+            };
             let s = b.byte().max(off);
-            let e = (b.byte() + PAGE_SIZE).min(off + len);
+            let e = (b.byte() + PAGE_SIZE).min(end);
             let (at, bytes) = (p.offset().plus(s - b.byte()), (s - off) as usize..(e - off) as usize);
             match &mut run {
                 Some((a, r)) if a.plus(r.len() as u64) == at && r.end == bytes.start => r.end = bytes.end,

@@ -22,7 +22,10 @@ pub struct DirEntry {
 /// reply is full.
 pub type DirFill<'a> = dyn FnMut(u64, Ino, Kind, &[u8]) -> bool + 'a;
 
-fn check_name(name: &[u8]) -> Result<()> {
+/// Whether `name` may be a directory entry: not empty, not `.` or `..`, no `/` or
+/// NUL, at most `NAME_MAX` bytes (`ENAMETOOLONG` beyond, `EINVAL` for the rest).
+/// Replay applies the same rule to a logged name (`State::apply`).
+pub(super) fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
         return Err(Error::NameTooLong);
     }

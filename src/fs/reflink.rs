@@ -38,20 +38,11 @@ struct Remap {
 }
 
 impl Core {
-    fn regular_size(&self, ino: Ino) -> Result<u64> {
-        let a = self.inode(ino)?.attr;
-        match a.kind() {
-            Kind::File => Ok(a.size),
-            Kind::Dir => Err(Error::IsDir),
-            _ => Err(Error::Invalid),
-        }
-    }
-
     /// `generic_remap_file_range_prep` + `generic_remap_checks` + `generic_remap_check_len`
     /// (without REMAP_FILE_CAN_SHORTEN). `None`: nothing to do.
     fn remap_prep(&self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64, dedupe: bool) -> Result<Option<Remap>> {
-        let size_in = self.regular_size(src)?;
-        let size_out = self.regular_size(dst)?;
+        let size_in = self.file_size(src)?;
+        let size_out = self.file_size(dst)?;
         // IS_IMMUTABLE (and IS_APPEND, which the kernel meets as an O_APPEND open).
         self.may_modify(dst)?;
         let mut len = len;
@@ -158,8 +149,8 @@ impl Core {
         let Some(r) = self.remap_prep(src, soff, dst, doff, len, false)? else {
             return Ok(0);
         };
-        let size_in = self.regular_size(src)?;
-        let size_out = self.regular_size(dst)?;
+        let size_in = self.file_size(src)?;
+        let size_out = self.file_size(dst)?;
         if doff > size_out {
             // The gap the clone leaves must read zeros, including the old EOF page's
             // tail (xfs_reflink_remap_prep zeroes it too).
@@ -190,7 +181,7 @@ impl Core {
             }
             at += n;
         }
-        let size_out = self.regular_size(dst)?;
+        let size_out = self.file_size(dst)?;
         self.share_blocks(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, size_out)?;
         Ok(Dedupe::Same { bytes: r.count })
     }
@@ -201,8 +192,8 @@ impl Core {
     pub fn copy_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<u64> {
         self.settle_copies();
         self.writable()?;
-        let size_in = self.regular_size(src)?;
-        let size_out = self.regular_size(dst)?;
+        let size_in = self.file_size(src)?;
+        let size_out = self.file_size(dst)?;
         // generic_copy_file_checks: IS_IMMUTABLE before any shortening to EOF.
         self.may_modify(dst)?;
         if soff >= size_in || len == 0 {
@@ -255,7 +246,7 @@ impl Core {
     pub fn unshare(&mut self, ino: Ino, off: u64, len: u64) -> Result<()> {
         self.settle_copies();
         self.writable()?;
-        let size = self.regular_size(ino)?;
+        let size = self.file_size(ino)?;
         // vfs_fallocate refuses FALLOC_FL_UNSHARE_RANGE on immutable and append-only files.
         self.may_modify(ino)?;
         let end = off.saturating_add(len).min(size.div_ceil(PAGE_SIZE) * PAGE_SIZE);

@@ -18,11 +18,13 @@ mod verify;
 
 use super::extent::Extent;
 use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE, Timespec};
+use super::namespace::check_name;
 use super::record::Record;
 use super::rmap::Rmap;
 use crate::arena::codec::Enc;
 use crate::arena::{Allocator, Geometry};
 use crate::dax::{Failure, PageState, PageTable};
+use crate::runs::{number_runs, runs};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// Blocks a file may map (8 TiB / 4 KiB).
@@ -57,33 +59,9 @@ pub struct State {
     double_claims: Vec<(Ino, FileBlock)>,
 }
 
-fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
-}
-
-/// Groups sorted offsets into runs: (first, count).
-fn index_runs(offsets: &[u64]) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &i in offsets {
-        match out.last_mut() {
-            Some((s, n)) if *s + *n == i => *n += 1,
-            _ => out.push((i, 1)),
-        }
-    }
-    out
-}
-
-/// Groups (page, owner, block) in page order into runs of one owner on consecutive
-/// pages and blocks: (first page, count, (owner, first block)).
-fn owner_runs(v: &[(Pfn, Ino, FileBlock)]) -> Vec<(Pfn, u64, (Ino, FileBlock))> {
-    let mut out: Vec<(Pfn, u64, (Ino, FileBlock))> = Vec::new();
-    for &(p, ino, b) in v {
-        match out.last_mut() {
-            Some((s, n, (o, f))) if *o == ino && s.0 + *n == p.0 && f.0 + *n == b.0 => *n += 1,
-            _ => out.push((p, 1, (ino, b))),
-        }
-    }
-    out
+/// Runs of pages in page order: (first page, count).
+fn page_runs(pages: impl IntoIterator<Item = Pfn>) -> impl Iterator<Item = (Pfn, u64)> {
+    runs(pages, |s, n, p| s.0 + n == p.0)
 }
 
 impl State {
@@ -244,7 +222,7 @@ impl State {
                 self.inodes.remove(ino);
             }
             Record::Link { dir, name, ino } => {
-                if !valid_name(name) {
+                if check_name(name).is_err() {
                     return Err(format!("invalid name {:?}", String::from_utf8_lossy(name)));
                 }
                 let child_is_dir =
@@ -335,10 +313,12 @@ impl State {
                 now_shared.push(i);
             }
         }
-        for (p, n, (owner, index)) in owner_runs(&first_owners) {
+        // One owner on consecutive pages and blocks: one reverse-map entry.
+        let owner_runs = runs(first_owners, |(s, o, f), n, (p, ino, b)| o == ino && s.0 + n == p.0 && f.0 + n == b.0);
+        for ((p, owner, index), n) in owner_runs {
             self.rmap.add(p, n, owner, index);
         }
-        for (i, n) in index_runs(&now_shared) {
+        for (i, n) in number_runs(now_shared) {
             self.rmap.add(pfn.plus(i), n, ino, fblock.plus(i));
         }
         Ok(())
@@ -356,10 +336,10 @@ impl State {
         }
         for e in m.remove(fblock, len) {
             let shared: Vec<u64> = (0..e.pages).filter(|i| self.pages.is_shared(e.pfn.plus(*i))).collect();
-            for (i, n) in index_runs(&shared) {
+            for (i, n) in number_runs(shared) {
                 self.rmap.remove(e.pfn.plus(i), n, ino, e.fblock.plus(i));
             }
-            let mut run: Option<(Pfn, u64)> = None;
+            let mut freed = Vec::new();
             for i in 0..e.pages {
                 let p = e.pfn.plus(i);
                 self.pages.disassociate(p, ino);
@@ -370,21 +350,14 @@ impl State {
                     continue;
                 }
                 // A failed page leaves circulation when its last owner lets go.
-                if self.pages.is_bad(p) {
-                    continue;
+                if !self.pages.is_bad(p) {
+                    freed.push(p);
                 }
-                run = match run {
-                    Some((s, n)) if s.0 + n == p.0 => Some((s, n + 1)),
-                    other => {
-                        if let (Some((s, n)), Mode::Live) = (other, mode) {
-                            self.alloc.free_later(s, n);
-                        }
-                        Some((p, 1))
-                    }
-                };
             }
-            if let (Some((s, n)), Mode::Live) = (run, mode) {
-                self.alloc.free_later(s, n);
+            if mode == Mode::Live {
+                for (s, n) in page_runs(freed) {
+                    self.alloc.free_later(s, n);
+                }
             }
         }
         Ok(())
@@ -400,18 +373,11 @@ impl State {
     /// After replay: derive free space from the page table.
     pub fn derive_free_space(&mut self) {
         let mut alloc = Allocator::new(self.geo.data_start, Pfn(self.geo.pages_total));
-        let mut p = self.geo.data_start.0;
-        while p < self.geo.pages_total {
-            let in_use = |p: u64| !self.pages.is_free(Pfn(p)) || self.pages.is_bad(Pfn(p));
-            if !in_use(p) {
-                p += 1;
-                continue;
-            }
-            let s = p;
-            while p < self.geo.pages_total && in_use(p) {
-                p += 1;
-            }
-            alloc.take(Pfn(s), p - s);
+        let in_use = (self.geo.data_start.0..self.geo.pages_total)
+            .map(Pfn)
+            .filter(|p| !self.pages.is_free(*p) || self.pages.is_bad(*p));
+        for (s, n) in page_runs(in_use) {
+            alloc.take(s, n);
         }
         self.alloc = alloc;
     }

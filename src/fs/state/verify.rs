@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
-use super::{State, index_runs};
+use super::State;
 use crate::dax::PageState;
 use crate::fs::error::CheckError;
 use crate::fs::inode::{Body, FL_SUPPORTED};
+use crate::runs::number_runs;
 use crate::types::{FileBlock, Ino, Pfn};
 
 type Verdict = Result<(), CheckError>;
@@ -133,9 +134,8 @@ impl State {
     pub fn verify_rmap(&self) -> Verdict {
         let mut shared_parts = Vec::new();
         for (ino, x) in self.all_extents() {
-            let shared: Vec<u64> = (0..x.pages).filter(|k| self.pages.is_shared(x.pfn.plus(*k))).collect();
-            shared_parts
-                .extend(index_runs(&shared).into_iter().map(|(k, n)| (ino, x.pfn.plus(k), n, x.fblock.plus(k))));
+            let shared = (0..x.pages).filter(|k| self.pages.is_shared(x.pfn.plus(*k)));
+            shared_parts.extend(number_runs(shared).map(|(k, n)| (ino, x.pfn.plus(k), n, x.fblock.plus(k))));
         }
         self.rmap.check_extents(shared_parts.into_iter()).map_err(CheckError::Rmap)?;
         let mut segs = self.rmap.iter();
