@@ -259,7 +259,7 @@ fn clone(s: &Samples, rows: &mut Vec<Row>) -> Result<(), String> {
         if map.len() as u64 != want {
             return Err(format!("clone bench: the source of '{case}' has {} extents, want {want}", map.len()));
         }
-        let pages: u64 = map.iter().map(|m| m.len).sum();
+        let pages: u64 = map.iter().map(|m| m.pages).sum();
         let size = fs.getattr(src).map_err(e("getattr"))?.size;
         // A page stays shared at share 1 once its clone is gone (fs/dax.c), so the
         // earlier sources' pages still count.

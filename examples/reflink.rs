@@ -26,7 +26,7 @@ fn main() -> Result<(), daxlink::Error> {
 
     fs.write(b, 0, b"new", false)?;
     let b0 = fs.extents(b)?[0];
-    println!("after COW write:  b's first page is {} (shared: {}), a's is still {pfn}", b0.pfn, b0.shared);
+    println!("after COW write:  b's first page is {} (shared: {}), a's is still {pfn}", b0.pfn, b0.co_owned);
 
     fs.unlink(Ino::ROOT, b"b")?;
     println!("after unlink b:   page {pfn} is {:?}", fs.page_state(pfn)?);

@@ -146,7 +146,7 @@ fn run(fs: &Fs, op: &Op) {
         },
         Op::Fail(p, off) => file(p).and_then(|f| {
             let b = off / PAGE_SIZE;
-            let m = fs.extents(f.1).ok()?.into_iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.len)?;
+            let m = fs.extents(f.1).ok()?.into_iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.pages)?;
             Some(fs.memory_failure(m.pfn.plus(b - m.fblock.0), 1).map(|_| ()))
         }),
         Op::Symlink(p) => resolve(fs, p).map(|(d, _, n)| fs.symlink(ROOT, d, &n, b"f0").map(|_| ())),

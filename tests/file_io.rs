@@ -150,7 +150,7 @@ fn punch_hole_reads_zeros_frees_whole_pages_and_keeps_size() {
     assert_eq!(&got[..100], &data[..100]);
     assert!(got[100..end as usize].iter().all(|&b| b == 0), "punched range must read zeros");
     assert_eq!(&got[end as usize..], &data[end as usize..]);
-    let blocks: Vec<u64> = p.fs.extents(f).unwrap().iter().flat_map(|x| x.fblock.0..x.fblock.0 + x.len).collect();
+    let blocks: Vec<u64> = p.fs.extents(f).unwrap().iter().flat_map(|x| x.fblock.0..x.fblock.0 + x.pages).collect();
     assert_eq!(blocks, vec![0, 3], "whole punched pages must be unmapped, partial ones kept");
     assert_eq!(used_pages(&p), 2);
     p.assert_consistent();
@@ -295,7 +295,7 @@ fn extent_batches_concatenate_to_the_whole_listing() {
     loop {
         let (batch, more) = p.fs.extents_from(b, from, 256).unwrap();
         assert!(batch.len() <= 256);
-        from = batch.last().map_or(from, |m| m.fblock.plus(m.len));
+        from = batch.last().map_or(from, |m| m.fblock.plus(m.pages));
         got.extend(batch);
         if !more {
             break;

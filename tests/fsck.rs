@@ -46,10 +46,10 @@ fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
             Record::SetInode(a),
             Record::SetInode(lost),
             Record::SetInode(orphan),
-            Record::Map { ino: Ino(901), fblock: FileBlock(0), pfn: free_pfn, pages: 1, shared: false },
-            Record::Map { ino: Ino(900), fblock: FileBlock(0), pfn, pages: 1, shared: true },
+            Record::Map { ino: Ino(901), fblock: FileBlock(0), pfn: free_pfn, pages: 1, cloned: false },
+            Record::Map { ino: Ino(900), fblock: FileBlock(0), pfn, pages: 1, cloned: true },
             // A second sole claim on b's page: not a clone, a doubly owned page.
-            Record::Map { ino: a.ino, fblock: FileBlock(4), pfn, pages: 1, shared: false },
+            Record::Map { ino: a.ino, fblock: FileBlock(4), pfn, pages: 1, cloned: false },
         ],
     );
     (m, a, b)
@@ -89,7 +89,7 @@ fn repair_fixes_links_lost_files_and_orphans_then_the_pool_is_clean() {
     assert!(fs.read(lost.ino, 0, 4096).unwrap() == vec![2; 4096], "the lost file's data was not kept");
     assert!(fs.getattr(Ino(901)).is_err(), "the orphan was not freed");
     let own = fs.extents(a.ino).unwrap().into_iter().find(|m| m.fblock == FileBlock(4)).unwrap();
-    assert!(!own.shared, "the doubly owned block still shares its page");
+    assert!(!own.co_owned, "the doubly owned block still shares its page");
     assert!(fs.read(lost.ino, 0, 4096).unwrap() == vec![2; 4096], "the other owner's data changed");
     fs.check().unwrap();
 }

@@ -30,7 +30,7 @@ fn file(fs: &Fs, name: &str, data: &[u8]) -> Ino {
 
 fn pfn_at(fs: &Fs, ino: Ino, off: u64) -> Pfn {
     let b = off / PS;
-    let m = fs.extents(ino).unwrap().into_iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.len).unwrap();
+    let m = fs.extents(ino).unwrap().into_iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.pages).unwrap();
     m.pfn.plus(b - m.fblock.0)
 }
 
@@ -115,7 +115,7 @@ fn a_failed_free_page_is_never_allocated_and_stays_bad_after_its_owners_go() {
         off += chunk.len() as u64;
     }
     let pages: Vec<Pfn> =
-        fs.extents(big).unwrap().iter().flat_map(|m| (0..m.len).map(move |i| m.pfn.plus(i))).collect();
+        fs.extents(big).unwrap().iter().flat_map(|m| (0..m.pages).map(move |i| m.pfn.plus(i))).collect();
     assert!(!pages.contains(&p) && !pages.contains(&free), "a bad page was allocated");
     assert_eq!(fs.stats().pages_bad, 2);
     fs.unmount().unwrap();
@@ -182,7 +182,7 @@ fn sink(fs: &Fs) -> std::sync::mpsc::Receiver<Failure> {
 }
 
 fn pages_of(fs: &Fs, ino: Ino) -> Vec<Pfn> {
-    fs.extents(ino).unwrap().iter().flat_map(|m| (0..m.len).map(move |i| m.pfn.plus(i))).collect()
+    fs.extents(ino).unwrap().iter().flat_map(|m| (0..m.pages).map(move |i| m.pfn.plus(i))).collect()
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn first_pfn(fs: &Fs, ino: Ino) -> Pfn {
 }
 
 fn shared_bytes(fs: &Fs, ino: Ino) -> u64 {
-    fs.extents(ino).unwrap().iter().filter(|m| m.shared).map(|m| m.len * PS).sum()
+    fs.extents(ino).unwrap().iter().filter(|m| m.co_owned).map(|m| m.pages * PS).sum()
 }
 
 /// (what, src, src_off, dst, dst_off, len, expected)
@@ -338,10 +338,10 @@ fn clone_entries_copies_files_symlinks_and_nodes_with_their_attributes_in_one_go
         assert_eq!(fs.read(b.ino, 0, 21 * PS).unwrap(), fs.read(sparse, 0, 21 * PS).unwrap());
         let (sm, dm) = (fs.extents(sparse).unwrap(), fs.extents(b.ino).unwrap());
         assert_eq!(
-            dm.iter().map(|m| (m.fblock, m.pfn, m.len)).collect::<Vec<_>>(),
-            sm.iter().map(|m| (m.fblock, m.pfn, m.len)).collect::<Vec<_>>()
+            dm.iter().map(|m| (m.fblock, m.pfn, m.pages)).collect::<Vec<_>>(),
+            sm.iter().map(|m| (m.fblock, m.pfn, m.pages)).collect::<Vec<_>>()
         );
-        assert!(dm.iter().all(|m| m.shared), "every page of the copy is shared");
+        assert!(dm.iter().all(|m| m.co_owned), "every page of the copy is shared");
         assert_eq!(fs.getxattr(b.ino, b"trusted.t").unwrap(), pattern(9, 3000));
         assert_eq!(fs.listxattr(b.ino).unwrap(), fs.listxattr(sparse).unwrap());
         assert_eq!(got(b"empty").mode, fs.getattr(empty).unwrap().mode);

@@ -15,10 +15,10 @@ fn page_of_new_write_is_owned_by_file_at_its_index() {
     let f = p.create(Ino::ROOT, "f");
     p.write_all(f, 5 * PAGE, &pattern(2, 3 * PAGE as usize));
     let ext = p.fs.extents(f).unwrap();
-    assert_eq!(ext.iter().map(|x| x.len).sum::<u64>(), 3);
+    assert_eq!(ext.iter().map(|x| x.pages).sum::<u64>(), 3);
     let mut pfns = Vec::new();
     for x in &ext {
-        for i in 0..x.len {
+        for i in 0..x.pages {
             let (b, pfn) = (FileBlock(x.fblock.0 + i), Pfn(x.pfn.0 + i));
             assert!((5..8).contains(&b.0), "block {b} mapped outside the write");
             assert_eq!(

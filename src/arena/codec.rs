@@ -12,8 +12,8 @@ pub enum CodecError {
     TooLong { len: usize, max: usize },
     /// A timestamp's nanoseconds are not below one second.
     Nanoseconds(u32),
-    /// A map record's shared flag is neither 0 nor 1.
-    SharedFlag(u8),
+    /// A map record's cloned flag is neither 0 nor 1.
+    ClonedFlag(u8),
     /// A record tag no daxlink writes.
     UnknownRecord(u8),
 }
@@ -26,7 +26,7 @@ impl fmt::Display for CodecError {
             }
             CodecError::TooLong { len, max } => write!(f, "byte string of {len} bytes exceeds {max}"),
             CodecError::Nanoseconds(n) => write!(f, "timestamp nanoseconds {n} out of range"),
-            CodecError::SharedFlag(x) => write!(f, "map record shared flag {x}"),
+            CodecError::ClonedFlag(x) => write!(f, "map record cloned flag {x}"),
             CodecError::UnknownRecord(t) => write!(f, "unknown record type {t}"),
         }
     }

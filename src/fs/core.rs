@@ -16,6 +16,7 @@ use super::state::{Mode, State};
 use super::tx::Tx;
 use crate::arena::{Geometry, Media};
 use crate::dax::{Failure, PageState};
+use crate::runs::runs;
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// When reads update atime.
@@ -88,14 +89,17 @@ pub struct Stats {
     pub holder_calls: u64,
 }
 
-/// A run of a file's blocks on consecutive pages with one sharing state.
+/// A run of a file's blocks on consecutive pages with one sharing state, as
+/// `daxlink extents` shows it (FIEMAP's `fiemap_extent`). Not the page table's
+/// `mapping`, which names a page's owner inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
+pub struct FileExtent {
     pub fblock: FileBlock,
     pub pfn: Pfn,
-    pub len: u64,
-    /// Another file maps these pages too (a write copies them first).
-    pub shared: bool,
+    pub pages: u64,
+    /// Another file maps these pages too (their share count is above 1): a write
+    /// copies them first.
+    pub co_owned: bool,
     /// The pages failed: this file reads EIO here.
     pub poisoned: bool,
 }
@@ -566,37 +570,32 @@ impl Core {
 
     /// The file's mapped ranges, split where pages change between shared (another
     /// file holds them too) and private: what `daxlink extents` shows.
-    pub fn extents(&mut self, ino: Ino) -> Result<Vec<Mapping>> {
+    pub fn extents(&mut self, ino: Ino) -> Result<Vec<FileExtent>> {
         Ok(self.extents_from(ino, FileBlock(0), usize::MAX)?.0)
     }
 
     /// At most `max` of those ranges from block `from` on, and whether more follow: a
     /// batch costs what it returns, not the whole file.
-    pub fn extents_from(&mut self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<Mapping>, bool)> {
+    pub fn extents_from(&mut self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<FileExtent>, bool)> {
         let Body::File(m) = &self.inode(ino)?.body else {
             return Err(Error::Invalid);
         };
-        let mut out: Vec<Mapping> = Vec::new();
-        for x in m.iter_from(from) {
-            for i in 0..x.pages {
-                let (fblock, pfn) = (x.fblock.plus(i), x.pfn.plus(i));
-                let shared = self.page_is_shared(pfn);
-                let poisoned = self.is_poisoned(ino, fblock);
-                let full = out.len() == max;
-                match out.last_mut() {
-                    Some(l)
-                        if l.fblock.plus(l.len) == fblock
-                            && l.pfn.plus(l.len) == pfn
-                            && (l.shared, l.poisoned) == (shared, poisoned) =>
-                    {
-                        l.len += 1
-                    }
-                    _ if full => return Ok((out, true)),
-                    _ => out.push(Mapping { fblock, pfn, len: 1, shared, poisoned }),
-                }
-            }
-        }
-        Ok((out, false))
+        let pages = m.iter_from(from).flat_map(|x| (0..x.pages).map(move |i| (x.fblock.plus(i), x.pfn.plus(i))));
+        let states = pages.map(|(b, p)| (b, p, self.page_is_co_owned(p), self.is_poisoned(ino, b)));
+        let same =
+            |(b0, p0, c0, q0): &(FileBlock, Pfn, bool, bool), n: u64, (b, p, c, q): &(FileBlock, Pfn, bool, bool)| {
+                b0.plus(n) == *b && p0.plus(n) == *p && (c0, q0) == (c, q)
+            };
+        let mut extents = runs(states, same).map(|((fblock, pfn, co_owned, poisoned), pages)| FileExtent {
+            fblock,
+            pfn,
+            pages,
+            co_owned,
+            poisoned,
+        });
+        let out: Vec<FileExtent> = extents.by_ref().take(max).collect();
+        let more = extents.next().is_some();
+        Ok((out, more))
     }
 
     pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {

@@ -135,11 +135,12 @@ impl Core {
     /// A page another file holds must be copied before it is written; so must one that
     /// lost an owner since the last commit, which a crash could give back.
     pub(super) fn page_is_cow(&self, pfn: Pfn) -> bool {
-        self.page_is_shared(pfn) || self.st.unshared_since_commit(pfn)
+        self.page_is_co_owned(pfn) || self.st.lost_owner_since_commit(pfn)
     }
 
-    /// Whether another file maps the page too.
-    pub(super) fn page_is_shared(&self, pfn: Pfn) -> bool {
+    /// Whether another file maps the page too: its share count is above 1. (A page
+    /// `is_shared` in the page table from its first clone on, down to share 1.)
+    pub(super) fn page_is_co_owned(&self, pfn: Pfn) -> bool {
         matches!(self.st.pages().state(pfn), PageState::Shared { share } if share > 1)
     }
 
@@ -319,7 +320,7 @@ impl Core {
             tx.push(Record::Unmap { ino, fblock: b, pages: n });
         }
         for (b, p, n) in runs(&remap) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, shared: false });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, cloned: false });
         }
         Ok(())
     }
@@ -497,7 +498,7 @@ impl Core {
             }
         }
         for (b, p, n) in runs(&pairs) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, shared: false });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, cloned: false });
         }
         Ok(allocated)
     }

@@ -32,7 +32,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::core::Core;
-pub use self::core::{AtimeMode, Changer, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
+pub use self::core::{AtimeMode, Changer, FileExtent, Options, SetAttr, SetTime, StatFs, Stats};
 pub use error::{CheckError, Error, Flushed, PoolError, Result, SlotError};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::{DirEntry, DirFill};
@@ -244,9 +244,9 @@ impl Fs {
         fn copy_range(&self, src: Ino, src_off: u64, dst: Ino, dst_off: u64, len: u64) -> Result<u64>;
         /// Gives the file private copies of its shared pages in the range.
         fn unshare(&self, ino: Ino, off: u64, len: u64) -> Result<()>;
-        fn extents(&self, ino: Ino) -> Result<Vec<Mapping>>;
+        fn extents(&self, ino: Ino) -> Result<Vec<FileExtent>>;
         /// At most `max` mapped ranges from block `from` on, and whether more follow.
-        fn extents_from(&self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<Mapping>, bool)>;
+        fn extents_from(&self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<FileExtent>, bool)>;
         /// Fails `count` arena pages from `pfn`, as a machine check would; returns what
         /// was found.
         fn memory_failure(&self, pfn: Pfn, count: u64) -> Result<crate::dax::Failure>;

@@ -33,14 +33,15 @@ pub enum Record {
         dir: Ino,
         name: Vec<u8>,
     },
-    /// Map pages into an unmapped file range. `shared`: the pages may already belong
-    /// to other files (clone); otherwise they must be free.
+    /// Map pages into an unmapped file range. `cloned`: the pages may already belong
+    /// to other files (a clone, or a checkpoint's map of shared pages); otherwise they
+    /// must be free.
     Map {
         ino: Ino,
         fblock: FileBlock,
         pfn: Pfn,
         pages: u64,
-        shared: bool,
+        cloned: bool,
     },
     Unmap {
         ino: Ino,
@@ -135,13 +136,13 @@ impl Record {
                 e.u64(dir.0);
                 e.bytes(name);
             }
-            Record::Map { ino, fblock, pfn, pages: len, shared } => {
+            Record::Map { ino, fblock, pfn, pages, cloned } => {
                 e.u8(T_MAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
                 e.u64(pfn.0);
-                e.u64(*len);
-                e.u8(*shared as u8);
+                e.u64(*pages);
+                e.u8(*cloned as u8);
             }
             Record::Unmap { ino, fblock, pages: len } => {
                 e.u8(T_UNMAP);
@@ -213,10 +214,10 @@ impl Record {
                 fblock: FileBlock(d.u64()?),
                 pfn: Pfn(d.u64()?),
                 pages: d.u64()?,
-                shared: match d.u8()? {
+                cloned: match d.u8()? {
                     0 => false,
                     1 => true,
-                    x => return Err(CodecError::SharedFlag(x)),
+                    x => return Err(CodecError::ClonedFlag(x)),
                 },
             },
             T_UNMAP => Record::Unmap { ino: ino(d)?, fblock: FileBlock(d.u64()?), pages: d.u64()? },
@@ -307,7 +308,7 @@ mod tests {
             Record::FreeInode { ino: Ino(9) },
             Record::Link { dir: Ino(1), name: b"n".to_vec(), ino: Ino(9) },
             Record::Unlink { dir: Ino(1), name: b"n".to_vec() },
-            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), pages: 2, shared: true },
+            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), pages: 2, cloned: true },
             Record::Unmap { ino: Ino(9), fblock: FileBlock(3), pages: 1 },
             Record::SetXattr { ino: Ino(9), name: b"user.a".to_vec(), value: vec![1, 2] },
             Record::RemoveXattr { ino: Ino(9), name: b"user.a".to_vec() },

@@ -2,7 +2,7 @@
 //!
 //! Range checks follow the Linux VFS (`generic_remap_file_range_prep`,
 //! `generic_remap_checks`, `generic_remap_check_len` in fs/remap_range.c). A clone maps
-//! the source's pages into the destination with `Map { shared: true }`, which the page
+//! the source's pages into the destination with `Map { cloned: true }`, which the page
 //! table turns into `associate(shared = true)`: an owned page becomes shared with
 //! share 2, each further clone adds one (fs/dax.c).
 
@@ -124,7 +124,7 @@ impl Core {
                 fblock: dblock.plus(p.fblock.0 - sblock.0),
                 pfn: p.pfn,
                 pages: p.pages,
-                shared: true,
+                cloned: true,
             });
         }
         // A failed page shared into `dst` is lost there too: the copy reads EIO at it
@@ -384,7 +384,7 @@ impl Core {
             match &inode.body {
                 Body::File(map) => {
                     for e in map.iter() {
-                        tx.push(Record::Map { ino: new, fblock: e.fblock, pfn: e.pfn, pages: e.pages, shared: true });
+                        tx.push(Record::Map { ino: new, fblock: e.fblock, pfn: e.pfn, pages: e.pages, cloned: true });
                         out.bytes += e.pages * PAGE_SIZE;
                     }
                     out.files += 1;

@@ -54,7 +54,7 @@ pub struct State {
     /// Pages that lost an owner but kept another since the last commit. Until the loss
     /// is durable a crash can give the owner back, so they are not written in place
     /// (the busy-extent rule, for shared pages).
-    unshared_since_commit: HashSet<Pfn>,
+    lost_owner_since_commit: HashSet<Pfn>,
     /// Blocks (in `Mode::Fsck`) whose map claimed sole ownership of a page in use.
     double_claims: Vec<(Ino, FileBlock)>,
 }
@@ -74,7 +74,7 @@ impl State {
             next_ino: Ino::ROOT.0 + 1,
             rmap: Rmap::default(),
             poison: BTreeSet::new(),
-            unshared_since_commit: HashSet::new(),
+            lost_owner_since_commit: HashSet::new(),
             double_claims: Vec::new(),
             geo,
         }
@@ -125,8 +125,8 @@ impl State {
     }
 
     /// Whether the page lost an owner since the last commit (a crash could give it back).
-    pub fn unshared_since_commit(&self, pfn: Pfn) -> bool {
-        self.unshared_since_commit.contains(&pfn)
+    pub fn lost_owner_since_commit(&self, pfn: Pfn) -> bool {
+        self.lost_owner_since_commit.contains(&pfn)
     }
 
     /// Blocks (in `Mode::Fsck`) whose map claimed sole ownership of a page in use.
@@ -241,10 +241,8 @@ impl State {
                     .remove(name)
                     .ok_or_else(|| format!("unlink of missing name {:?} in {dir}", String::from_utf8_lossy(name)))?;
             }
-            Record::Map { ino, fblock, pfn, pages: len, shared } => {
-                self.map(*ino, *fblock, *pfn, *len, *shared, mode)?
-            }
-            Record::Unmap { ino, fblock, pages: len } => self.unmap(*ino, *fblock, *len, mode)?,
+            Record::Map { ino, fblock, pfn, pages, cloned } => self.map(*ino, *fblock, *pfn, *pages, *cloned, mode)?,
+            Record::Unmap { ino, fblock, pages } => self.unmap(*ino, *fblock, *pages, mode)?,
             Record::SetXattr { ino, name, value } => {
                 self.inode_mut(*ino)?.xattrs.insert(name.clone(), value.clone());
             }
@@ -271,38 +269,46 @@ impl State {
         Ok(())
     }
 
-    fn map(&mut self, ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool, mode: Mode) -> Result<(), String> {
-        if len == 0 || fblock.0.checked_add(len).is_none_or(|e| e > MAX_FILE_BLOCKS) {
-            return Err(format!("map of blocks [{fblock}, +{len}) out of range"));
+    fn map(
+        &mut self,
+        ino: Ino,
+        fblock: FileBlock,
+        pfn: Pfn,
+        count: u64,
+        cloned: bool,
+        mode: Mode,
+    ) -> Result<(), String> {
+        if count == 0 || fblock.0.checked_add(count).is_none_or(|e| e > MAX_FILE_BLOCKS) {
+            return Err(format!("map of blocks [{fblock}, +{count}) out of range"));
         }
-        if !self.geo.is_data_range(pfn, len) {
-            return Err(format!("map of pages [{pfn}, +{len}) outside the data region"));
+        if !self.geo.is_data_range(pfn, count) {
+            return Err(format!("map of pages [{pfn}, +{count}) outside the data region"));
         }
         let in_use: Vec<u64> =
-            if shared { Vec::new() } else { (0..len).filter(|i| !self.pages.is_free(pfn.plus(*i))).collect() };
+            if cloned { Vec::new() } else { (0..count).filter(|i| !self.pages.is_free(pfn.plus(*i))).collect() };
         if !in_use.is_empty() {
             if mode != Mode::Fsck {
-                return Err(format!("map of pages [{pfn}, +{len}) that are in use"));
+                return Err(format!("map of pages [{pfn}, +{count}) that are in use"));
             }
             self.double_claims.extend(in_use.iter().map(|i| (ino, fblock.plus(*i))));
         }
         // fsck keeps the second claim as a share, so the page table stays truthful.
-        let shared = shared || !in_use.is_empty();
+        let shared = cloned || !in_use.is_empty();
         let pages = &mut self.pages;
         let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
             return Err(format!("map into inode {ino}, which is not a regular file"));
         };
-        if !m.range(fblock, len).is_empty() {
+        if !m.range(fblock, count).is_empty() {
             return Err(format!("map over mapped blocks of inode {ino}"));
         }
-        m.insert(Extent { fblock, pfn, pages: len });
+        m.insert(Extent { fblock, pfn, pages: count });
         // The reverse map names the owners of shared pages only; a page with one owner
         // names it in the page table (fs/dax.c: mapping + index, or a share count). A
         // page turning shared brings its first owner along.
         let mut first_owners: Vec<(Pfn, Ino, FileBlock)> = Vec::new();
         let mut now_shared = Vec::new();
-        for i in 0..len {
+        for i in 0..count {
             let p = pfn.plus(i);
             let before = pages.state(p);
             pages.associate(p, ino, fblock.plus(i), shared);
@@ -345,7 +351,7 @@ impl State {
                 self.pages.disassociate(p, ino);
                 if !self.pages.is_free(p) {
                     if mode == Mode::Live {
-                        self.unshared_since_commit.insert(p);
+                        self.lost_owner_since_commit.insert(p);
                     }
                     continue;
                 }
@@ -367,7 +373,7 @@ impl State {
     /// owners may be written in place.
     pub fn committed(&mut self) {
         self.alloc.commit();
-        self.unshared_since_commit.clear();
+        self.lost_owner_since_commit.clear();
     }
 
     /// After replay: derive free space from the page table.
@@ -399,11 +405,12 @@ impl State {
             }
             if let Body::File(m) = &i.body {
                 for x in m.iter() {
-                    // `shared` only where pages are shared: a page that a second extent
+                    // `cloned` only where pages are shared: a page that a second extent
                     // also claims as its own is then a fault the load catches.
                     let shared =
                         (0..x.pages).any(|i| matches!(self.pages.state(x.pfn.plus(i)), PageState::Shared { .. }));
-                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, pages: x.pages, shared }.encode(&mut e);
+                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, pages: x.pages, cloned: shared }
+                        .encode(&mut e);
                 }
             }
             for &(_, fblock) in self.poison.range((**ino, FileBlock(0))..=(**ino, FileBlock(u64::MAX))) {

@@ -45,7 +45,7 @@ pub(crate) fn compare_file(fs: &Fs, ino: Ino, c: &Content) -> Result<(), String>
     let npages = c.size.div_ceil(PAGE);
     let mut idxs: BTreeSet<u64> = c.pages.keys().copied().filter(|i| *i < npages).collect();
     for x in fs.extents(ino).map_err(|e| format!("extents({ino}): {e}"))? {
-        idxs.extend((x.fblock.0..x.fblock.0 + x.len).take_while(|b| *b < npages));
+        idxs.extend((x.fblock.0..x.fblock.0 + x.pages).take_while(|b| *b < npages));
     }
     // Read runs of interesting pages; everything else is a hole in both.
     let idxs: Vec<u64> = idxs.into_iter().collect();

@@ -157,7 +157,7 @@ impl Run {
         match self.fs.extents(dst) {
             Ok(xs) => {
                 for x in xs {
-                    let (s, e) = (x.fblock.0.max(first), (x.fblock.0 + x.len).min(last + 1));
+                    let (s, e) = (x.fblock.0.max(first), (x.fblock.0 + x.pages).min(last + 1));
                     idxs.extend(s..e);
                 }
             }

@@ -235,7 +235,7 @@ mod tests {
             Record::SetInode(Attr { nlink: 2, ..root }),
             Record::SetInode(f),
             Record::Link { dir: Ino::ROOT, name: b"f".to_vec(), ino: Ino(2) },
-            Record::Map { ino: Ino(2), fblock: FileBlock(0), pfn, pages: 4, shared: false },
+            Record::Map { ino: Ino(2), fblock: FileBlock(0), pfn, pages: 4, cloned: false },
         ] {
             st.apply(&r, Mode::Replay).unwrap();
         }
