@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -50,14 +51,66 @@ impl std::error::Error for MediaError {}
 
 pub type MediaResult = Result<(), MediaError>;
 
+/// A copier's epoch pin (`fs::copies::Pin`): while one is held, no page freed since
+/// it was taken is given to another file.
+pub trait Pinned {}
+
+/// The guarantee a copy made without the filesystem lock rests on, as a value: the
+/// bytes `[off, off + bytes)` hold one file's data and stay that file's (or unused)
+/// for as long as the pin it borrows is held. Only a pin holder makes one
+/// (`fs::copies::Pin::range`), and the borrow keeps it from outliving the pin:
+///
+/// ```compile_fail
+/// use daxlink::arena::{OneFileRange, Pinned};
+/// use daxlink::types::ArenaOffset;
+/// struct Pin;
+/// impl Pinned for Pin {}
+/// let range = {
+///     let pin = Pin;
+///     OneFileRange::new(&pin, ArenaOffset(0), 4096)
+/// };
+/// let _ = range.off(); // the pin is gone, so no range of it may be used
+/// ```
+#[derive(Clone, Copy)]
+pub struct OneFileRange<'p> {
+    off: ArenaOffset,
+    bytes: u64,
+    _pin: PhantomData<&'p dyn Pinned>,
+}
+
+impl<'p> OneFileRange<'p> {
+    pub fn new(_pin: &'p dyn Pinned, off: ArenaOffset, bytes: u64) -> OneFileRange<'p> {
+        OneFileRange { off, bytes, _pin: PhantomData }
+    }
+    pub fn off(&self) -> ArenaOffset {
+        self.off
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 pub trait Media: Send + Sync {
     /// Size in bytes, as mapped.
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Loads bytes; under the filesystem lock, or see `read_pinned`.
     fn read(&self, off: ArenaOffset, buf: &mut [u8]) -> MediaResult;
+    /// Stores bytes; under the filesystem lock, or see `write_pinned`.
     fn write(&self, off: ArenaOffset, data: &[u8]) -> MediaResult;
+    /// A copy out of one file's pages without the filesystem lock (`fs::copies`).
+    fn read_pinned(&self, range: OneFileRange<'_>, buf: &mut [u8]) -> MediaResult {
+        assert_eq!(range.bytes(), buf.len() as u64, "a pinned read covers its range");
+        self.read(range.off(), buf)
+    }
+    /// A copy into one file's pages without the filesystem lock (`fs::copies`): what
+    /// may race it is another write of the same file's bytes, never another file's.
+    fn write_pinned(&self, range: OneFileRange<'_>, data: &[u8]) -> MediaResult {
+        assert_eq!(range.bytes(), data.len() as u64, "a pinned write covers its range");
+        self.write(range.off(), data)
+    }
     /// Stores `byte` into `bytes` bytes from `off`.
     fn fill(&self, off: ArenaOffset, bytes: u64, byte: u8) -> MediaResult;
     /// Makes every store to `[off, off + bytes)` durable.
@@ -158,9 +211,19 @@ impl Media for MmapMedia {
     }
     fn write(&self, off: ArenaOffset, data: &[u8]) -> MediaResult {
         check_range(self.len, off, data.len() as u64);
-        // SAFETY: as in `read`; stores racing into one range leave a mix of the racing
-        // writes' bytes (they only ever target pages of one file: `fs::copies`).
+        // SAFETY: as in `read`. A store under the filesystem lock can race only a
+        // `write_pinned` (or `read_pinned`) of the same file's bytes, which its
+        // `OneFileRange` vouches for; racing stores leave a mix of the two writes'
+        // bytes, as racing write(2)s of one file may.
         unsafe { fault::copy(self.at(off), data.as_ptr(), data.len()) }.map_err(|a| self.fault(a))
+    }
+    fn write_pinned(&self, range: OneFileRange<'_>, data: &[u8]) -> MediaResult {
+        assert_eq!(range.bytes(), data.len() as u64, "a pinned write covers its range");
+        check_range(self.len, range.off(), data.len() as u64);
+        // SAFETY: as in `read`. The range is one file's, and no other file's page for
+        // as long as `range` lives (it borrows the copier's epoch pin): a store racing
+        // this one targets the same file's bytes, and leaves a mix of the two writes.
+        unsafe { fault::copy(self.at(range.off()), data.as_ptr(), data.len()) }.map_err(|a| self.fault(a))
     }
     fn fill(&self, off: ArenaOffset, bytes: u64, byte: u8) -> MediaResult {
         check_range(self.len, off, bytes);

@@ -4,6 +4,7 @@
 //! zero them (that would change fsync'd bytes before the truncate is durable); instead
 //! any change that moves EOF up zeroes them first, while they are still invisible.
 
+use super::copies::Pin;
 use super::core::{AtimeMode, Core};
 use super::error::{Error, Flushed, Result};
 use super::inode::{Body, FL_NOATIME, Kind, MAX_FILE_SIZE, Timespec};
@@ -72,10 +73,11 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
-    pub fn read(&self, media: &dyn Media) -> Result<Vec<u8>> {
+    /// Carries the read out under `pin` (taken with the plan, under the lock).
+    pub fn read(&self, media: &dyn Media, pin: &Pin) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; self.len];
         for (arena, r) in &self.runs {
-            media.read(*arena, &mut buf[r.clone()])?;
+            media.read_pinned(pin.range(*arena, r.len() as u64), &mut buf[r.clone()])?;
         }
         Ok(buf)
     }
@@ -98,9 +100,10 @@ fn byte_run(x: &super::extent::Extent, off: u64, end: u64) -> ByteRun {
 }
 
 impl WritePlan {
-    pub fn write(&self, media: &dyn Media, data: &[u8]) -> Result<()> {
+    /// Carries the write out under `pin` (taken with the plan, under the lock).
+    pub fn write(&self, media: &dyn Media, pin: &Pin, data: &[u8]) -> Result<()> {
         for (arena, r) in &self.runs {
-            media.write(*arena, &data[r.clone()])?;
+            media.write_pinned(pin.range(*arena, r.len() as u64), &data[r.clone()])?;
         }
         Ok(())
     }
@@ -178,9 +181,10 @@ impl Core {
         Ok(plan)
     }
 
-    /// Reads up to EOF without touching atime.
+    /// Reads up to EOF without touching atime (under the lock, so the pin is only
+    /// what the pinned copy asks for).
     pub(super) fn read_raw(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
-        self.plan_raw(ino, off, len, false)?.read(&*self.media)
+        self.plan_raw(ino, off, len, false)?.read(&*self.media, &self.copies.pin())
     }
 
     /// Where the bytes of a read up to EOF are; a read stops before a poisoned block

@@ -152,7 +152,7 @@ impl Fs {
                 let plan = core.read_plan(ino, off, len, whole)?;
                 (plan, core.media.clone(), core.copies.pin())
             };
-            match plan.read(&*media) {
+            match plan.read(&*media, &pin) {
                 Err(Error::Media(e)) => {
                     drop(pin);
                     self.media_failed(e);
@@ -175,7 +175,7 @@ impl Fs {
         };
         let (media, pin) = (core.media.clone(), core.copies.pin());
         drop(core);
-        match plan.write(&*media, data) {
+        match plan.write(&*media, &pin, data) {
             Err(Error::Media(e)) => {
                 drop(pin);
                 self.media_failed(e);
