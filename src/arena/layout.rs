@@ -7,6 +7,29 @@
 //! cp_start[1]..      checkpoint slot 1 / higher generation wins
 //! data_start..end    data pages, owned by files through their extent maps
 //! ```
+//!
+//! The superblock (the first 100 bytes of page 0, the rest zero; little-endian):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "DAXLINK\0"
+//!      8     4  version (1)
+//!     12     4  page size (4096)
+//!     16     8  pool size in bytes (a whole number of pages)
+//!     24     8  pages in the pool
+//!     32     8  first page of the log          40  8  pages of the log
+//!     48     8  first page of checkpoint slot 0
+//!     56     8  first page of checkpoint slot 1
+//!     64     8  pages of each checkpoint slot  72  8  first data page
+//!     80    16  uuid
+//!     96     4  CRC32 (crc32fast, IEEE) of bytes 0..96
+//! ```
+//!
+//! mkfs writes it once and never again. A reader checks the magic, the checksum, the
+//! version and page size, that the media holds the recorded size, and that the
+//! regions are exactly those `Geometry::for_size` gives that size: the log 1/64 of the
+//! pool, each checkpoint slot 1/32 (each at least 1024 pages), the data pages after
+//! them. Any failure is a `LayoutError` naming it.
 
 use std::fmt;
 

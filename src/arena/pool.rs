@@ -120,8 +120,9 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 impl Pool {
-    /// Creates (or, with `force`, reformats) a pool. A regular file is created sparse
-    /// and sized to `size`; a device keeps its own size. Nothing is changed, and no file
+    /// Creates (or, with `force`, reformats) a pool. A regular file is sized to `size`
+    /// and preallocated (`preallocate`: a store into a hole could find the filesystem
+    /// under it full); a device keeps its own size. Nothing is changed, and no file
     /// is left behind, when the pool cannot be made.
     pub fn create(path: &Path, size: u64, force: bool, wait: Duration) -> Result<Pool, String> {
         let existed = path.exists();

@@ -7,6 +7,22 @@
 //! that is torn, stale or invalid. A checkpoint of generation `g + 1` goes to the other
 //! slot and is made durable before any transaction of that generation is written, so a
 //! crash while checkpointing falls back to the old slot and its intact log.
+//!
+//! On the media (little-endian; the payloads are `fs::record` streams):
+//!
+//! ```text
+//! log transaction   magic u32 0x58544c44 ("DLTX"), len u32 (payload bytes),
+//!                   generation u64, seq u64, crc u32    (28 bytes)
+//!                   then the payload, padded to 8 bytes
+//! checkpoint slot   magic u32 0x50434c44 ("DLCP"), generation u64,
+//!                   len u64 (payload bytes), crc u32    (24 bytes)
+//!                   then the payload: the whole namespace
+//! ```
+//!
+//! Each `crc` is CRC32 (IEEE) of the header fields after the magic, then the payload.
+//! The payload is stored before its header, so a torn append has no valid header and
+//! replay stops there. mkfs zeroes both slot headers and the first log header, then
+//! writes generation 1 into a slot. Why a slot is not valid is a `SlotError`.
 
 use super::error::{Error, Flushed, PoolError, Result, SlotError};
 use crate::arena::codec::{Dec, Enc};

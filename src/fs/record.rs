@@ -2,6 +2,33 @@
 //! record stream that rebuilds the whole namespace from nothing; a log transaction is
 //! a group of records applied atomically. Both decode through `Record::decode`, which
 //! refuses anything out of bounds.
+//!
+//! On the media a record is a tag byte, then its fields, little-endian and unaligned;
+//! `ino`, `dir`, `fblock`, `pfn` and `pages` are u64, a byte string is a u32 length
+//! then the bytes, a time is i64 seconds then u32 nanoseconds (below 10^9):
+//!
+//! ```text
+//! tag  record        fields
+//!   1  SetInode      ino, mode u32, uid u32, gid u32, nlink u32, size u64,
+//!                    atime, mtime, ctime, btime, rdev u32, flags u32
+//!   2  SetSymlink    ino, target (at most SYMLINK_MAX bytes)
+//!   3  FreeInode     ino
+//!   4  Link          dir, name (at most NAME_MAX bytes), ino
+//!   5  Unlink        dir, name
+//!   6  Map           ino, fblock, pfn, pages, cloned u8 (0 or 1)
+//!   7  Unmap         ino, fblock, pages
+//!   8  SetXattr      ino, name (at most XATTR_NAME_MAX), value (at most XATTR_VALUE_MAX)
+//!   9  RemoveXattr   ino, name
+//!  10  BadPage       pfn: a failed data page, never allocated again
+//!  11  Poison        ino, fblock: that block reads EIO until a whole-page write
+//! ```
+//!
+//! The poison list is these last two: `BadPage` records the failed pages (the page
+//! table's bad marks), `Poison` the file blocks still on them. A checkpoint
+//! (`State::encode_checkpoint`) is, for each inode in inode order: `SetInode`,
+//! `SetSymlink`, its `SetXattr`s, its `Map`s (`cloned` where the pages are shared) and
+//! its `Poison`s; then every `BadPage`; then every directory's `Link`s, so that each
+//! link finds its inode. Replay and checkpoint load are the same `State::apply`.
 
 use super::inode::{Attr, NAME_MAX, SYMLINK_MAX, Timespec};
 use crate::arena::codec::{CodecError, Dec, Enc};
