@@ -147,7 +147,7 @@ impl Media for CrashMedia {
 
     /// Makes the part of every pending store inside `[off, off + len)` durable; the
     /// parts outside stay pending.
-    fn flush(&self, off: ArenaOffset, len: u64) -> io::Result<()> {
+    fn flush(&self, off: ArenaOffset, bytes: u64) -> io::Result<()> {
         let off = off.0;
         let mut guard = self.lock();
         let s = &mut *guard;
@@ -155,7 +155,7 @@ impl Media for CrashMedia {
         if let Some(hook) = s.hook.as_mut() {
             hook(&s.durable, &s.pending);
         }
-        let end = off + len;
+        let end = off + bytes;
         let mut still = Vec::new();
         for (o, d) in std::mem::take(&mut s.pending) {
             let e = o + d.len() as u64;

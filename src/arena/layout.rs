@@ -153,9 +153,9 @@ impl Geometry {
         pfn >= self.data_start && pfn.0 < self.pages_total
     }
 
-    /// Whether `[pfn, pfn + len)` lies inside the data region.
-    pub fn is_data_range(&self, pfn: Pfn, len: u64) -> bool {
-        len > 0 && self.is_data(pfn) && pfn.0.checked_add(len).is_some_and(|end| end <= self.pages_total)
+    /// Whether `[pfn, pfn + pages)` lies inside the data region.
+    pub fn is_data_range(&self, pfn: Pfn, pages: u64) -> bool {
+        pages > 0 && self.is_data(pfn) && pfn.0.checked_add(pages).is_some_and(|end| end <= self.pages_total)
     }
 
     pub fn encode(&self) -> Vec<u8> {

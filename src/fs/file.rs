@@ -489,8 +489,8 @@ impl Core {
         self.prepare_write(&allocated);
         let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut pairs = Vec::with_capacity(n as usize);
-        for (h, len) in holes {
-            for i in 0..len {
+        for (h, blocks) in holes {
+            for i in 0..blocks {
                 let p = pages.next().expect("allocated one page per block");
                 pairs.push((h.plus(i), p));
             }

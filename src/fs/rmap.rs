@@ -149,9 +149,9 @@ impl Rmap {
     /// extents it would cost as much memory as this one).
     pub fn check_extents(&self, extents: impl Iterator<Item = (Ino, Pfn, u64, FileBlock)>) -> Result<(), String> {
         let mut pages = 0;
-        for (ino, pfn, len, fblock) in extents {
-            pages += len;
-            let end = pfn.0 + len;
+        for (ino, pfn, count, fblock) in extents {
+            pages += count;
+            let end = pfn.0 + count;
             let from = match self.segs.range(..=pfn.0).next_back() {
                 Some((&s, seg)) if s + seg.len > pfn.0 => s,
                 _ => pfn.0,

@@ -330,17 +330,17 @@ impl State {
         Ok(())
     }
 
-    fn unmap(&mut self, ino: Ino, fblock: FileBlock, len: u64, mode: Mode) -> Result<(), String> {
+    fn unmap(&mut self, ino: Ino, fblock: FileBlock, blocks: u64, mode: Mode) -> Result<(), String> {
         let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
             return Err(format!("unmap from inode {ino}, which is not a regular file"));
         };
-        let end = FileBlock(fblock.0.saturating_add(len));
+        let end = FileBlock(fblock.0.saturating_add(blocks));
         let poisoned: Vec<_> = self.poison.range((ino, fblock)..(ino, end)).copied().collect();
         for p in poisoned {
             self.poison.remove(&p);
         }
-        for e in m.remove(fblock, len) {
+        for e in m.remove(fblock, blocks) {
             let shared: Vec<u64> = (0..e.pages).filter(|i| self.pages.is_shared(e.pfn.plus(*i))).collect();
             for (i, n) in number_runs(shared) {
                 self.rmap.remove(e.pfn.plus(i), n, ino, e.fblock.plus(i));
