@@ -988,3 +988,25 @@ fn xattr_reply(v: &[u8], size: u32, reply: ReplyXattr) {
         reply.data(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    /// What fuser hands over for the kernel's `(sec, nsec)`.
+    fn from_fuser(sec: i64, nsec: u32) -> SystemTime {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec)
+        } else {
+            UNIX_EPOCH - Duration::new(sec.unsigned_abs(), nsec)
+        }
+    }
+
+    #[test]
+    fn request_times_before_the_epoch_keep_the_kernels_second() {
+        for (sec, nsec) in [(-301233600, 500_000_000), (-2, 800_000_000), (-1, 0), (0, 0), (5, 7), (-1, 999_999_999)] {
+            assert_eq!(request_time(from_fuser(sec, nsec)), Timespec { sec, nsec }, "({sec}, {nsec})");
+        }
+    }
+}
