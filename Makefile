@@ -45,6 +45,7 @@ test: deps
 	cargo clippy --all-targets -- -D warnings
 	cargo test
 	$(MAKE) fs-tests GROUP=$(GROUP)
+	MOUNT_OPTIONS=nowriteback fs-tests/check -g $(GROUP)
 
 fs-tests: install
 	fs-tests/check -g $(GROUP)

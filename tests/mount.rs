@@ -225,9 +225,11 @@ fn positional_writes_and_holes_read_back_through_the_kernel() {
     let mut buf = vec![1u8; 8192];
     f.read_exact_at(&mut buf, 5 << 20).unwrap();
     assert!(buf.iter().all(|b| *b == 0), "hole read non-zero bytes");
-    let meta = f.metadata().unwrap();
-    assert_eq!(meta.len(), (10 << 20) + 4);
-    assert_eq!(meta.blocks(), 16, "two 4 KiB pages should be allocated");
+    assert_eq!(f.metadata().unwrap().len(), (10 << 20) + 4);
+    // Blocks are the daemon's count, and under the writeback cache the kernel may hold
+    // the pages yet: st_blocks counts them once written back.
+    f.sync_data().unwrap();
+    assert_eq!(f.metadata().unwrap().blocks(), 16, "two 4 KiB pages should be allocated");
     drop(f);
     s.umount();
 }
@@ -510,4 +512,57 @@ fn the_detached_daemon_logs_to_the_system_log() {
         "mount without a system log"
     );
     s.umount();
+}
+
+/// The mount's writeback device (bdi), named by the mount point's device number.
+fn bdi_max_ratio(mnt: &Path) -> u32 {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dev = info
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (Path::new(f[4]) == mnt).then(|| f[2].to_string())
+        })
+        .unwrap_or_else(|| panic!("{} is not in mountinfo", mnt.display()));
+    fs::read_to_string(format!("/sys/class/bdi/{dev}/max_ratio")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn the_writeback_cache_mount_takes_half_the_dirty_limit_and_nowriteback_leaves_fuses_one_percent() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new("bdi", "64M");
+    s.mount();
+    assert_eq!(bdi_max_ratio(&s.mnt), 50, "the daemon did not raise its mount's dirty share");
+    // A buffered write is cached: the daemon has no page of it until close writes it
+    // back. (The descriptor asking is opened first: an open that drops the kernel's
+    // cache for atime's sake writes dirty pages back.)
+    let mut f = fs::File::create(s.path("f")).unwrap();
+    let ask = fs::File::open(s.path("f")).unwrap();
+    f.write_all(&[7u8; 8192]).unwrap();
+    assert_eq!(first_pfn_or_none(&ask), None, "the write reached the daemon at once: no writeback cache");
+    drop(f);
+    assert!(first_pfn_or_none(&ask).is_some(), "close did not write the file back");
+    drop(ask);
+    s.umount();
+    s.mount_with(&["nowriteback"]);
+    assert_eq!(bdi_max_ratio(&s.mnt), 1, "nowriteback should keep FUSE's own share");
+    let mut f = fs::File::create(s.path("g")).unwrap();
+    f.write_all(&[7u8; 8192]).unwrap();
+    assert!(first_pfn_or_none(&f).is_some(), "nowriteback: the write should reach the daemon at once");
+    drop(f);
+    s.umount();
+}
+
+/// The first arena page of an open file as the daemon sees it now, through the extents
+/// ioctl without writing anything back first (as `daxlink extents` would).
+fn first_pfn_or_none(f: &fs::File) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut buf = daxlink::fuse::ioctl::bytes(&[0], daxlink::fuse::ioctl::EXTENTS_LEN);
+    // SAFETY: the buffer is exactly the size the ioctl number encodes.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), daxlink::fuse::ioctl::DAXLINK_IOC_EXTENTS as _, buf.as_mut_ptr()) };
+    assert_eq!(r, 0, "extents ioctl: {}", std::io::Error::last_os_error());
+    let (batch, _) = daxlink::fuse::ioctl::decode_extents(&buf).unwrap();
+    batch.first().map(|m| m.pfn.0)
 }

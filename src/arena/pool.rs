@@ -64,28 +64,30 @@ pub struct MountEntry {
     pub options: String,
 }
 
-/// The mounts of this process's namespace.
-pub fn mounts() -> Vec<MountEntry> {
-    // Spaces, tabs, newlines and backslashes in the fields are octal escapes.
-    fn unescape(f: &str) -> PathBuf {
-        let b = f.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            let oct = b.get(i + 1..i + 4).and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
-            match (b[i], oct) {
-                (b'\\', Some(c)) => {
-                    out.push(c);
-                    i += 4;
-                }
-                (c, _) => {
-                    out.push(c);
-                    i += 1;
-                }
+/// A field of /proc/self/mounts or mountinfo: spaces, tabs, newlines and backslashes
+/// are octal escapes.
+fn unescape(f: &str) -> PathBuf {
+    let b = f.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match (b[i], oct) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
             }
         }
-        PathBuf::from(std::ffi::OsString::from_vec(out))
     }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// The mounts of this process's namespace.
+pub fn mounts() -> Vec<MountEntry> {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     text.lines()
         .filter_map(|l| {
@@ -94,6 +96,17 @@ pub fn mounts() -> Vec<MountEntry> {
             Some(MountEntry { source: unescape(src), target: unescape(dst), options: opts.to_string() })
         })
         .collect()
+}
+
+/// The device number (`major:minor`) of the filesystem mounted at `target`, from
+/// /proc/self/mountinfo: what a stat of the mount point would say, without asking the
+/// filesystem (a daemon must not stat its own mount before it serves it).
+pub fn mount_device(target: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.splitn(6, ' ').collect();
+        (f.len() == 6 && unescape(f[4]) == target).then(|| f[2].to_string())
+    })
 }
 
 /// Where `path` is mounted, if it is the source of a mount.

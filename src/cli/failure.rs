@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::fail;
-use super::reflink::{extents_of, ioctl_rw, not_daxlink};
+use super::reflink::{extents_of, ioctl_rw, not_daxlink, write_back_all};
 use crate::fuse::ioctl;
 use crate::types::{PAGE_SIZE, Pfn};
 
@@ -110,6 +110,8 @@ pub(super) fn json_str(s: &str) -> String {
 pub fn poison(mnt: &Path, json: bool) -> ExitCode {
     let run = || -> Result<Vec<(Pfn, u64, u64)>, String> {
         let f = File::open(mnt).map_err(|e| e.to_string())?;
+        // Cached writes may yet heal a bad page or move a block off it.
+        write_back_all(&f);
         let mut rows = Vec::new();
         let mut at = ioctl::PoisonCursor::default();
         loop {

@@ -28,8 +28,30 @@ pub(super) fn not_daxlink(e: io::Error) -> String {
     if e.raw_os_error() == Some(libc::ENOTTY) { "not on a daxlink mount".into() } else { e.to_string() }
 }
 
-/// Every mapped extent of an open file.
+/// Writes the file's cached data back to the daemon and waits for it: under the
+/// writeback cache the kernel holds what programs wrote and sends it later, and an
+/// ioctl that reads or shares the file's pages in the daemon must see it. Not an
+/// fsync: nothing is made durable (`sync_file_range(2)` over the whole file). An
+/// error it reports is a write-back that failed, reported to the file's writers at
+/// their fsync or close too (each open file keeps its own mark); the verb acts on
+/// what the pool holds, so it goes on.
+pub(super) fn write_back(f: &impl AsRawFd) {
+    let how = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range on an open descriptor; no memory is passed.
+    unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, how) };
+}
+
+/// `write_back` for every file of the filesystem `f` is on (`syncfs(2)`, which also
+/// makes it durable): for the verbs that act on files they do not name. Its error is
+/// any write-back that failed on the filesystem since, and goes by as `write_back`'s.
+pub(super) fn write_back_all(f: &impl AsRawFd) {
+    // SAFETY: syncfs on an open descriptor; no memory is passed.
+    unsafe { libc::syncfs(f.as_raw_fd()) };
+}
+
+/// Every mapped extent of an open file, once its cached data is written back.
 pub fn extents_of(f: &File) -> Result<Vec<FileExtent>, String> {
+    write_back(f);
     let mut all = Vec::new();
     let mut start = 0;
     loop {
@@ -254,6 +276,8 @@ pub fn dedupe(src: &Path, dst: &Path, r: Range) -> ExitCode {
     let run = || -> Result<(u64, u64), String> {
         let smeta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
         let d = OpenOptions::new().read(true).write(true).open(dst).map_err(|e| format!("cannot open: {e}"))?;
+        write_back(&File::open(src).map_err(|e| format!("{}: {e}", src.display()))?);
+        write_back(&d);
         // FIDEDUPERANGE takes a zero length as "nothing"; here it means to the source's EOF.
         let len = if r.len == 0 { smeta.len().saturating_sub(r.src_offset) } else { r.len };
         let mut buf = ioctl::bytes(&[smeta.ino(), r.src_offset, r.dst_offset, len], ioctl::DEDUPE_LEN);
@@ -277,6 +301,7 @@ pub fn dedupe(src: &Path, dst: &Path, r: Range) -> ExitCode {
 pub fn unshare(path: &Path, offset: u64, len: u64) -> ExitCode {
     let run = || -> Result<(), String> {
         let f = OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("cannot open: {e}"))?;
+        write_back(&f);
         let len = if len == 0 { u64::MAX - offset } else { len };
         let mut buf = ioctl::bytes(&[offset, len], ioctl::UNSHARE_LEN);
         ioctl_rw(&f, ioctl::DAXLINK_IOC_UNSHARE, &mut buf).map_err(not_daxlink)

@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::fail;
-use super::reflink::{extents_of, ioctl_rw, not_daxlink, shared_everywhere};
+use super::reflink::{extents_of, ioctl_rw, not_daxlink, shared_everywhere, write_back_all};
 use crate::fuse::ioctl;
 
 /// What `clone -r` was asked to do besides cloning.
@@ -863,6 +863,8 @@ pub fn clone_tree(src: &Path, dst: &Path, opts: Opts) -> ExitCode {
     if tdev != st.st_dev {
         return fail(dst, "source and destination are on different filesystems (EXDEV)");
     }
+    // The daemon clones what it holds: cached writes to the source go first.
+    write_back_all(&sdir);
     let before = match pages_used(&top) {
         Ok(p) => p,
         Err(e) => return fail(dst, not_daxlink(e)),

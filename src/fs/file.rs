@@ -371,9 +371,16 @@ impl Core {
     }
 
     /// Plans a write that changes no metadata but times — inside EOF, every block on a
-    /// page the file alone owns (no COW, no poison) — and sets the times. None: the
-    /// write must run under the lock (`write`).
-    pub fn plan_in_place(&mut self, ino: Ino, off: u64, len: u64, append: bool) -> Result<Option<WritePlan>> {
+    /// page the file alone owns (no COW, no poison) — and sets the times if `stamp`.
+    /// None: the write must run under the lock (`write`).
+    pub fn plan_in_place(
+        &mut self,
+        ino: Ino,
+        off: u64,
+        len: u64,
+        append: bool,
+        stamp: bool,
+    ) -> Result<Option<WritePlan>> {
         self.writable()?;
         let size = self.file_size(ino)?;
         let off = if append { size } else { off };
@@ -397,7 +404,9 @@ impl Core {
         if next.0 <= last.0 {
             return Ok(None);
         }
-        self.touch_mtime(ino);
+        if stamp {
+            self.touch_mtime(ino);
+        }
         Ok(Some(WritePlan { runs }))
     }
 
@@ -407,7 +416,9 @@ impl Core {
         if a.immutable() || (a.append_only() && off != size) { Err(Error::Perm) } else { Ok(()) }
     }
 
-    pub fn write(&mut self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64> {
+    /// Writes `data` at `off` (at the end of file when `append`); sets mtime and ctime
+    /// if `stamp`.
+    pub fn write(&mut self, ino: Ino, off: u64, data: &[u8], append: bool, stamp: bool) -> Result<u64> {
         self.writable()?;
         let size = self.file_size(ino)?;
         let off = if append { size } else { off };
@@ -429,10 +440,12 @@ impl Core {
         if end > size || !tx.is_empty() {
             let a = tx.attr(&self.st, ino)?;
             a.size = a.size.max(end);
-            a.mtime = now;
-            a.ctime = now;
+            if stamp {
+                a.mtime = now;
+                a.ctime = now;
+            }
             self.commit_store(tx, &allocated)?;
-        } else {
+        } else if stamp {
             self.touch_mtime(ino);
         }
         Ok(data.len() as u64)

@@ -168,10 +168,21 @@ impl Fs {
     /// copy meets a failed page, the page is failed and the write runs again under the
     /// lock (whole pages then move to fresh ones, partial ones fail with EIO).
     pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u64> {
+        self.store(ino, off, data, append, true)
+    }
+
+    /// `write` of pages a cache in front of the filesystem wrote back (the kernel's
+    /// writeback cache): mtime and ctime stay as they are, since that cache keeps them
+    /// and sets them itself (a write-back may come after the times it belongs before).
+    pub fn write_back(&self, ino: Ino, off: u64, data: &[u8]) -> Result<u64> {
+        self.store(ino, off, data, false, false)
+    }
+
+    fn store(&self, ino: Ino, off: u64, data: &[u8], append: bool, stamp: bool) -> Result<u64> {
         let mut core = self.lock();
-        let Some(plan) = core.plan_in_place(ino, off, data.len() as u64, append)? else {
+        let Some(plan) = core.plan_in_place(ino, off, data.len() as u64, append, stamp)? else {
             drop(core);
-            return self.run(|c| c.write(ino, off, data, append));
+            return self.run(|c| c.write(ino, off, data, append, stamp));
         };
         let (media, pin) = (core.media.clone(), core.copies.pin());
         drop(core);
@@ -179,7 +190,7 @@ impl Fs {
             Err(Error::Media(e)) => {
                 drop(pin);
                 self.media_failed(e);
-                self.run(|c| c.write(ino, off, data, append))
+                self.run(|c| c.write(ino, off, data, append, stamp))
             }
             r => r.map(|()| data.len() as u64),
         }

@@ -236,7 +236,7 @@ impl Core {
             if buf.is_empty() {
                 break;
             }
-            self.write(dst, doff + at, &buf, false)?;
+            self.write(dst, doff + at, &buf, false, true)?;
             at += buf.len() as u64;
         }
         Ok(at)

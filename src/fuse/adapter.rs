@@ -5,10 +5,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr,
@@ -53,6 +54,19 @@ pub struct DaxFuse {
     /// The kernel leaves dropping privileges on write, truncate and chown to us
     /// (`FUSE_HANDLE_KILLPRIV_V2`); see `kill_privs`.
     killpriv: bool,
+    /// The kernel's writeback cache: asked for by the mount options, then whether the
+    /// kernel granted it (`init`).
+    writeback: bool,
+    /// Files written back since their last fsync or close. The kernel refreshes a
+    /// file's block count after a write it sends as made and at close (fuse_flush), not
+    /// after it writes cached pages back; `fsync` drops the stale count (see there).
+    written_back: DashSet<u64>,
+    /// Files whose cached data met a full pool when written back (see `getattr`).
+    out_of_space: DashSet<u64>,
+    /// Inodes whose cached attributes are to be dropped outside any request: a
+    /// notification sent from a write-back request could wait for the eviction of an
+    /// inode that waits for that very request.
+    stale_attrs: Sender<Ino>,
 }
 
 fn errno(e: Error) -> Errno {
@@ -97,7 +111,17 @@ fn file_attr(a: &Attr) -> FileAttr {
 fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(Timespec::from_system(t)),
+        TimeOrNow::SpecificTime(t) => SetTime::At(request_time(t)),
+    }
+}
+
+/// A time from a request. fuser makes the kernel's `(sec, nsec)` before the epoch into
+/// `EPOCH - (|sec| + nsec)` (its system_time_from_time), where the kernel means
+/// `sec + nsec`: 1960-06-15 12:00:00.5 would be stored a second early.
+fn request_time(t: SystemTime) -> Timespec {
+    match std::time::UNIX_EPOCH.duration_since(t) {
+        Ok(d) if !d.is_zero() => Timespec { sec: -(d.as_secs() as i64), nsec: d.subsec_nanos() },
+        _ => Timespec::from_system(t),
     }
 }
 
@@ -110,8 +134,18 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 impl DaxFuse {
-    pub fn new(fs: Arc<Fs>, pool_writable: bool, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
+    pub fn new(
+        fs: Arc<Fs>,
+        pool_writable: bool,
+        writeback: bool,
+        notifier: Arc<OnceLock<Notifier>>,
+        stale_attrs: Sender<Ino>,
+    ) -> DaxFuse {
         DaxFuse {
+            writeback,
+            written_back: DashSet::new(),
+            out_of_space: DashSet::new(),
+            stale_attrs,
             fs,
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
@@ -128,7 +162,7 @@ impl DaxFuse {
                 if a.kind() == Kind::Dir {
                     self.remember_dir(a.ino);
                 }
-                reply.entry(&TTL, &file_attr(&a), Generation(a.generation()))
+                reply.entry(&self.ttl(&a), &file_attr(&a), Generation(a.generation()))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -152,34 +186,46 @@ impl DaxFuse {
         }
     }
 
-    fn new_handle(&self, ino: Ino, flags: i32) -> FileHandle {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let write = matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR);
-        let (append, direct) = (flags & libc::O_APPEND != 0, flags & libc::O_DIRECT != 0);
-        self.handles.insert(fh, Handle { ino, append, write, direct });
-        FileHandle(fh)
-    }
-
-    /// How the kernel is to treat a handle of `i` opened with `flags`. An `O_DIRECT`
-    /// open gets `FOPEN_DIRECT_IO`, as passthrough_hp gives it: the kernel's direct path
-    /// is shorter than the cached path's O_DIRECT branch, and direct writes to one file
-    /// may run in parallel. It leaves dropping privileges to us (`write_kills_privs`).
+    /// A handle of `i` opened with `flags`, and how the kernel is to treat it.
+    ///
+    /// Without the writeback cache an `O_DIRECT` open gets `FOPEN_DIRECT_IO`, as
+    /// passthrough_hp gives it: the kernel's direct path is shorter than the cached
+    /// path's O_DIRECT branch, and direct writes to one file may run in parallel. Under
+    /// the writeback cache it does not: the kernel then keeps mtime and ctime itself,
+    /// and its direct path never updates them (fuse_direct_write_iter), so `stat` would
+    /// show the time of the last cached write until the inode left its cache. A write
+    /// open of an append-only file does get it there: the kernel does not know the flag,
+    /// so only this handle's `O_APPEND`, kept here, holds its writes to the end of the
+    /// file (a cached write would reach us as whole pages at their own offsets, and an
+    /// `fcntl` could drop `O_APPEND`); its mtime is the price. A direct handle leaves
+    /// dropping privileges to us (`write_kills_privs`).
+    ///
     /// Other opens keep the kernel's page cache (`FOPEN_KEEP_CACHE`: every change to
     /// file data passes through this mount, whose kernel side updates or drops what it
     /// caches, except memory failures, which `invalidate` reports), unless a read now
     /// would update atime: the kernel never tells the server about reads it serves from
     /// its cache, so such an open drops the cache and its first read comes here
     /// (relatime's first read after a write; every open under strictatime). Always
-    /// `FOPEN_NOFLUSH`: `flush` has nothing to do (no write-back cache, no locks kept
-    /// here), so close need not wait for it.
-    fn fopen_flags(&self, i: Ino, flags: i32) -> FopenFlags {
-        if flags & libc::O_DIRECT != 0 {
+    /// `FOPEN_NOFLUSH`: `flush` has nothing to do (no locks kept here), so close need
+    /// not wait for it; under the writeback cache the kernel sends it anyway, once.
+    fn open_handle(&self, i: Ino, flags: i32) -> (FileHandle, FopenFlags) {
+        let write = matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR);
+        let append = flags & libc::O_APPEND != 0;
+        let direct = if self.writeback {
+            write && self.fs.getattr(i).is_ok_and(|a| a.append_only())
+        } else {
+            flags & libc::O_DIRECT != 0
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(fh, Handle { ino: i, append, write, direct });
+        let open = if direct {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_NOFLUSH
         } else if self.fs.atime_due(i) {
             FopenFlags::FOPEN_NOFLUSH
         } else {
             FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_KEEP_CACHE
-        }
+        };
+        (FileHandle(fh), open)
     }
 }
 
@@ -207,6 +253,14 @@ impl Filesystem for DaxFuse {
         if config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT).is_err() {
             log::warn!("the kernel does not offer FUSE_EXPORT_SUPPORT: file handles go stale with the inode cache");
         }
+        // The kernel keeps written data in its page cache and sends it later, page
+        // ranges at a time (`FUSE_WRITE_CACHE` writes); it is then the truth for the
+        // size, mtime and ctime of regular files, and sends them with a SETATTR when it
+        // writes the inode back (fuse_write_inode).
+        if self.writeback && config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE).is_err() {
+            log::warn!("the kernel does not offer FUSE_WRITEBACK_CACHE: every write goes to the daemon as it is made");
+            self.writeback = false;
+        }
         Ok(())
     }
 
@@ -220,11 +274,30 @@ impl Filesystem for DaxFuse {
         self.entry(self.fs.lookup(ino(parent), name.as_bytes()), reply)
     }
 
-    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino(i)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno(e)),
+    /// Attributes, and under the writeback cache the last word on a cached write.
+    ///
+    /// The kernel takes a cached write(2) without asking the daemon, so what the daemon
+    /// would refuse (an immutable file, a full pool) would be refused only at write-back,
+    /// reported at fsync or close, and a program filling the pool would write on
+    /// forever. But before each cached write whose file's attributes were dropped, the
+    /// kernel refreshes the mode, asking with the writer's handle, and fails the write
+    /// with the error (fuse_cache_write_iter; only a read past the end of the file or
+    /// an expired TTL asks that way too). So where a writer may no longer write, the
+    /// file's attributes are dropped (`set_flags`, a write-back that found the pool
+    /// full), and a writable handle's question is answered with the error the write
+    /// would get: the writer sees what ext4 or XFS would tell it, if one write late.
+    /// `stat` asks without a handle and is answered.
+    fn getattr(&self, _req: &Request, i: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let a = match self.fs.getattr(ino(i)) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno(e)),
+        };
+        if let Some(fh) = fh
+            && let Err(e) = self.may_write_cached(fh, &a)
+        {
+            return reply.error(e);
         }
+        reply.attr(&self.ttl(&a), &file_attr(&a))
     }
 
     fn setattr(
@@ -264,10 +337,18 @@ impl Filesystem for DaxFuse {
             size,
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
-            ctime: ctime.map(Timespec::from_system),
+            ctime: ctime.map(request_time),
         };
+        let times_only = mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() && atime.is_none();
         match self.fs.setattr(ino(i), set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(&a), &file_attr(&a)),
+            // Under the writeback cache the kernel writes a file's times back after an
+            // unlink or a rename over it (fuse_update_ctime), when the last name and
+            // handle, and with them the inode, may be gone. It discards the reply, but
+            // keeps an error as a write-back error of the filesystem, which the next
+            // syncfs(2) would report: the times of a file that no longer exists are
+            // written, as far as anyone can tell.
+            Err(Error::NotFound) if times_only => reply.attr(&TTL, &gone(i, mtime, ctime)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -333,7 +414,10 @@ impl Filesystem for DaxFuse {
             return reply.error(errno(e));
         }
         match self.fs.open_inode(ino(i)) {
-            Ok(()) => reply.opened(self.new_handle(ino(i), flags.0), self.fopen_flags(ino(i), flags.0)),
+            Ok(()) => {
+                let (fh, open) = self.open_handle(ino(i), flags.0);
+                reply.opened(fh, open)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -368,19 +452,41 @@ impl Filesystem for DaxFuse {
         reply: ReplyWrite,
     ) {
         let (append, direct) = self.handles.get(&fh.0).map_or((false, false), |h| (h.append, h.direct));
-        // Page-cache writeback names its offset exactly; only direct writes append.
-        let append = append && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        // Page-cache writeback names its offset exactly, through any writable handle
+        // of the file. Under the writeback cache the kernel keeps the size and puts an
+        // O_APPEND write at its end itself; a direct handle's write elsewhere had its
+        // O_APPEND dropped by fcntl, which the kernel lets through for want of knowing
+        // the file append-only (setfl): refused by the core (EPERM) rather than moved
+        // to the end behind the kernel's back. Without it, handles append.
+        let cached = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        let append = append && !cached && !self.writeback;
+        if cached {
+            self.written_back.insert(i.0);
+        }
         if let Err(e) = self.write_kills_privs(req, ino(i), direct, write_flags) {
             return reply.error(errno(e));
         }
-        match self.fs.write(ino(i), offset, data, append) {
+        let r =
+            if cached { self.fs.write_back(ino(i), offset, data) } else { self.fs.write(ino(i), offset, data, append) };
+        match r {
             Ok(n) => reply.written(n as u32),
+            Err(Error::NoSpace) if cached => {
+                if self.out_of_space.insert(i.0) {
+                    let _ = self.stale_attrs.send(ino(i));
+                }
+                reply.error(Errno::ENOSPC)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
 
+    /// Nothing to do: locks are the kernel's own, and written data reaches the pool
+    /// before close returns either way (under the writeback cache, fuse_flush writes the
+    /// inode's pages back before it sends FLUSH, and reports their errors). The kernel
+    /// asks only under the writeback cache (which makes it ignore `FOPEN_NOFLUSH`), and
+    /// `ENOSYS` tells it never to ask again: a close then costs no request.
     fn flush(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok()
+        reply.error(Errno::ENOSYS)
     }
 
     fn release(
@@ -394,13 +500,26 @@ impl Filesystem for DaxFuse {
         reply: ReplyEmpty,
     ) {
         match self.handles.remove(&fh.0) {
-            Some((_, h)) => Self::empty(self.fs.release(h.ino), reply),
+            Some((_, h)) => {
+                // Its close (fuse_flush) dropped the block count after writing back.
+                self.written_back.remove(&h.ino.0);
+                Self::empty(self.fs.release(h.ino), reply)
+            }
             None => reply.error(Errno::EBADF),
         }
     }
 
-    fn fsync(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        Self::empty(self.fs.sync(), reply)
+    /// Makes everything durable. A file written back since its last fsync also gets its
+    /// cached attributes dropped, so that `stat` after `fsync` counts the blocks the
+    /// write-back allocated: safe here, where the caller holds the file open (from a
+    /// write-back request it would not be: an inode being evicted waits for its
+    /// write-back, and the notification would wait for the eviction).
+    fn fsync(&self, _req: &Request, i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let r = self.fs.sync();
+        if r.is_ok() && self.written_back.remove(&i.0).is_some() {
+            self.invalidate_attr(ino(i));
+        }
+        Self::empty(r, reply)
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
@@ -511,8 +630,8 @@ impl Filesystem for DaxFuse {
             .and_then(|a| self.fs.open_inode(a.ino).map(|()| a));
         match r {
             Ok(a) => {
-                let fh = self.new_handle(a.ino, flags);
-                reply.created(&TTL, &file_attr(&a), Generation(a.generation()), fh, self.fopen_flags(a.ino, flags))
+                let (fh, open) = self.open_handle(a.ino, flags);
+                reply.created(&self.ttl(&a), &file_attr(&a), Generation(a.generation()), fh, open)
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -618,12 +737,40 @@ impl DaxFuse {
         Ok(())
     }
 
-    /// Drops the kernel's cached attributes of `ino` (a negative offset leaves its
-    /// pages alone).
+    /// How long the kernel may keep `a`: `TTL`, but not at all under the writeback
+    /// cache for a file a writer may be refused at its next write (see `getattr`), so
+    /// that the writer asks first whatever else refreshed the attributes meanwhile.
+    fn ttl(&self, a: &Attr) -> Duration {
+        let refusing = a.immutable() || a.append_only() || self.out_of_space.contains(&a.ino.0);
+        if self.writeback && a.kind() == Kind::File && refusing { Duration::ZERO } else { TTL }
+    }
+
+    /// Whether the writer holding `fh` may go on writing into the kernel's cache (see
+    /// `getattr`): not into an immutable file, nor into an append-only one through a
+    /// handle opened before the flag without `O_APPEND` (the VFS's rules at write
+    /// time), nor while a write-back of the file found the pool full and it still has
+    /// less room than one write request.
+    fn may_write_cached(&self, fh: FileHandle, a: &Attr) -> Result<(), Errno> {
+        if !self.writeback || !self.handles.get(&fh.0).is_some_and(|h| h.write) {
+            return Ok(());
+        }
+        let append = self.handles.get(&fh.0).is_some_and(|h| h.append);
+        if a.immutable() || (a.append_only() && !append) {
+            return Err(Errno::EPERM);
+        }
+        if self.out_of_space.contains(&a.ino.0) {
+            if self.fs.statfs().bfree < (MAX_WRITE as u64).div_ceil(crate::types::PAGE_SIZE) {
+                return Err(Errno::ENOSPC);
+            }
+            self.out_of_space.remove(&a.ino.0);
+        }
+        Ok(())
+    }
+
+    /// `invalidate_attr`, once the session exists.
     fn invalidate_attr(&self, ino: Ino) {
-        let Some(n) = self.notifier.get() else { return };
-        if let Err(e) = n.inval_inode(INodeNo(ino.0), -1, 0) {
-            log::warn!("invalidating the attributes of inode {ino}: {e}");
+        if let Some(n) = self.notifier.get() {
+            invalidate_attr(n, ino);
         }
     }
 
@@ -638,6 +785,10 @@ impl DaxFuse {
             return Err(Errno::EPERM);
         }
         self.fs.set_flags(i, flags).map_err(errno)?;
+        // Writers through earlier handles ask again before their next cached write.
+        if (a.flags ^ flags) & guarded != 0 {
+            self.invalidate_attr(i);
+        }
         Ok(())
     }
 
@@ -767,6 +918,40 @@ pub fn invalidate(n: &Notifier, owners: &[Owner]) {
     }
 }
 
+/// The attributes of a deleted regular file: no links, no bytes, the times given.
+fn gone(i: INodeNo, mtime: Option<TimeOrNow>, ctime: Option<SystemTime>) -> FileAttr {
+    let at = |t: Option<TimeOrNow>| match t {
+        Some(TimeOrNow::SpecificTime(t)) => t,
+        _ => SystemTime::now(),
+    };
+    let (mtime, ctime) = (at(mtime), ctime.unwrap_or_else(SystemTime::now));
+    FileAttr {
+        ino: i,
+        size: 0,
+        blocks: 0,
+        atime: mtime,
+        mtime,
+        ctime,
+        crtime: ctime,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: crate::types::PAGE_SIZE as u32,
+        flags: 0,
+    }
+}
+
+/// Drops the kernel's cached attributes of `ino` (a negative offset leaves its pages
+/// alone).
+pub fn invalidate_attr(n: &Notifier, ino: Ino) {
+    if let Err(e) = n.inval_inode(INodeNo(ino.0), -1, 0) {
+        log::warn!("invalidating the attributes of inode {ino}: {e}");
+    }
+}
+
 /// A caller as a changer of privileges: root is taken to hold `CAP_FSETID` (FUSE tells
 /// the uid, not the capabilities).
 fn changer<'a>(req: &Request, in_group: &'a dyn Fn(u32) -> bool) -> Changer<'a> {
@@ -801,5 +986,27 @@ fn xattr_reply(v: &[u8], size: u32, reply: ReplyXattr) {
         reply.error(Errno::ERANGE)
     } else {
         reply.data(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    /// What fuser hands over for the kernel's `(sec, nsec)`.
+    fn from_fuser(sec: i64, nsec: u32) -> SystemTime {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec)
+        } else {
+            UNIX_EPOCH - Duration::new(sec.unsigned_abs(), nsec)
+        }
+    }
+
+    #[test]
+    fn request_times_before_the_epoch_keep_the_kernels_second() {
+        for (sec, nsec) in [(-301233600, 500_000_000), (-2, 800_000_000), (-1, 0), (0, 0), (5, 7), (-1, 999_999_999)] {
+            assert_eq!(request_time(from_fuser(sec, nsec)), Timespec { sec, nsec }, "({sec}, {nsec})");
+        }
     }
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, OnceLock, mpsc};
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
-use super::adapter::{DaxFuse, invalidate};
+use super::adapter::{DaxFuse, invalidate, invalidate_attr};
 use crate::dax::Failure;
 use crate::fs::{AtimeMode, Fs, Options};
+use crate::types::Ino;
 
 /// What `-o` asked for.
 #[derive(Clone, Debug)]
@@ -21,6 +22,8 @@ pub struct MountConfig {
     /// Mount as type `fuse.daxlink`; `nosubtype` gives plain `fuse` (xfstests'
     /// `FSTYP=fuse` wants that).
     pub subtype: bool,
+    /// The kernel's writeback cache (`FUSE_WRITEBACK_CACHE`); `nowriteback` turns it off.
+    pub writeback: bool,
     pub threads: usize,
     /// Where the detached daemon's log goes (memory failures, errors).
     pub log: Option<PathBuf>,
@@ -64,6 +67,13 @@ impl MountConfig {
             &["nosubtype"],
             "mount as type fuse instead of fuse.daxlink: for xfstests, which runs with FSTYP=fuse FUSE_SUBTYP=.daxlink",
         ),
+        (
+            &["writeback", "nowriteback"],
+            "whether the kernel caches written data and writes it back later (default: it does); nowriteback \
+             sends every write to the daemon as it is made: for programs that share a file with daxlink's own \
+             ioctls without calling fsync or sync_file_range first, or to see ENOSPC at write(2) instead of at \
+             fsync or close",
+        ),
         (&["threads=N"], "FUSE worker threads, 1 to 64 (default 4)"),
         (
             &["log=PATH"],
@@ -90,7 +100,7 @@ impl MountConfig {
         (
             &["remount"],
             "reconfigure the live mount at the mount point: ro and rw, the atime options, nodev, nosuid, noexec and \
-             sync change, and atime options not given stay as they are; threads=, log=, nosubtype and a new \
+             sync change, and atime options not given stay as they are; threads=, log=, nosubtype, writeback and a new \
              allow_other need a fresh mount, and a remount that would change them is refused by name",
         ),
         (
@@ -106,6 +116,7 @@ impl MountConfig {
             fs: Options::default(),
             allow_other: false,
             subtype: true,
+            writeback: true,
             threads: 4,
             log: None,
             remount: false,
@@ -170,6 +181,11 @@ impl MountConfig {
                     self.fixed.push(opt.into());
                     None
                 }
+                "writeback" | "nowriteback" => {
+                    self.writeback = opt == "writeback";
+                    self.fixed.push(opt.into());
+                    None
+                }
                 "remount" => {
                     self.remount = true;
                     None
@@ -210,6 +226,7 @@ impl MountConfig {
             .filter(|o| match o.split('=').next() {
                 Some("threads") => self.threads != running.threads,
                 Some("log") => self.log != running.log,
+                Some("writeback" | "nowriteback") => self.writeback != running.writeback,
                 _ => self.subtype != running.subtype,
             })
             .cloned()
@@ -285,20 +302,52 @@ pub fn mount(fs: Arc<Fs>, cfg: &MountConfig, pool_writable: bool) -> io::Result<
     let notifier = Arc::new(OnceLock::new());
     let (sink, failures) = mpsc::channel::<Failure>();
     fs.set_failure_sink(sink);
-    let fuse = DaxFuse::new(fs, pool_writable, notifier.clone());
+    let (stale_attrs, stale) = mpsc::channel::<Ino>();
+    let fuse = DaxFuse::new(fs, pool_writable, cfg.writeback, notifier.clone(), stale_attrs);
     let session = Session::new(fuse, &cfg.mountpoint, &cfg.fuser_config())?;
+    if cfg.writeback {
+        share_dirty_limit(&cfg.mountpoint);
+    }
     let n = session.notifier();
     let _ = notifier.set(n.clone());
     // Failures found by a request's own access, or reported by the kernel, are
     // contained here rather than in the request: a read's pages stay locked in the
     // kernel until its reply, and invalidating them before it would wait forever.
     // The thread ends with the filesystem, when the sink closes.
+    let contain = n.clone();
     std::thread::Builder::new().name("daxlink-contain".into()).spawn(move || {
         for f in failures {
-            invalidate(&n, &f.owners);
+            invalidate(&contain, &f.owners);
+        }
+    })?;
+    // Attributes the adapter asks to drop outside a request; ends with the session.
+    std::thread::Builder::new().name("daxlink-attrs".into()).spawn(move || {
+        for i in stale {
+            invalidate_attr(&n, i);
         }
     })?;
     Ok(session)
+}
+
+/// The share of the system's dirty-page limit, in percent, that data written to the
+/// mount may hold in the kernel's cache before the writer waits for write-back.
+/// FUSE gives every mount 1% under a strict limit (fuse_bdi_init: a server that
+/// stalls must not pin much memory), about 40 MiB on a 24 GiB machine: a program
+/// writing at random across more than that waits for one write-back request per page.
+/// daxlink's daemon runs as root and writes back at memory speed, so it takes half:
+/// the strict limit still keeps it from the other half, which other devices keep.
+pub const DIRTY_SHARE: u32 = 50;
+
+/// Raises the mount's share of the dirty limit to `DIRTY_SHARE` (root only; sysfs
+/// names the mount's writeback device by its device number).
+fn share_dirty_limit(mountpoint: &std::path::Path) {
+    let Some(dev) = crate::arena::pool::mount_device(mountpoint) else {
+        return log::warn!("{}: not in /proc/self/mountinfo; the dirty limit stays at 1%", mountpoint.display());
+    };
+    let knob = format!("/sys/class/bdi/{dev}/max_ratio");
+    if let Err(e) = std::fs::write(&knob, DIRTY_SHARE.to_string()) {
+        log::warn!("{knob}: {e}; written data may hold only 1% of the dirty limit");
+    }
 }
 
 #[cfg(test)]
@@ -336,8 +385,11 @@ mod tests {
         same.parse_options("remount,ro,threads=2,log=/var/log/d").unwrap();
         assert!(same.fixed_changes(&running).is_empty());
         let mut other = cfg();
-        other.parse_options("remount,threads=3,log=/var/log/d,nosubtype").unwrap();
-        assert_eq!(other.fixed_changes(&running), vec!["threads=3", "nosubtype"]);
+        other.parse_options("remount,threads=3,log=/var/log/d,nosubtype,writeback,nowriteback").unwrap();
+        assert_eq!(other.fixed_changes(&running), vec!["threads=3", "nosubtype", "writeback", "nowriteback"]);
+        let mut off = cfg();
+        off.parse_options("remount,writeback").unwrap();
+        assert!(off.fixed_changes(&running).is_empty(), "writeback is the default");
         assert!(!same.atime_given);
         other.parse_options("noatime").unwrap();
         assert!(other.atime_given && !other.dir_atime_given);
