@@ -139,7 +139,7 @@ fn page_table(s: &Samples, rows: &mut Vec<Row>) -> Result<(), String> {
 fn extent_map(n: u64) -> ExtentMap {
     let mut m = ExtentMap::default();
     for k in 0..n {
-        m.insert(Extent { fblock: FileBlock(2 * k), pfn: Pfn(1000 + k), len: 1 });
+        m.insert(Extent { fblock: FileBlock(2 * k), pfn: Pfn(1000 + k), pages: 1 });
     }
     m
 }
@@ -259,7 +259,7 @@ fn clone(s: &Samples, rows: &mut Vec<Row>) -> Result<(), String> {
         if map.len() as u64 != want {
             return Err(format!("clone bench: the source of '{case}' has {} extents, want {want}", map.len()));
         }
-        let pages: u64 = map.iter().map(|m| m.len).sum();
+        let pages: u64 = map.iter().map(|m| m.pages).sum();
         let size = fs.getattr(src).map_err(e("getattr"))?.size;
         // A page stays shared at share 1 once its clone is gone (fs/dax.c), so the
         // earlier sources' pages still count.

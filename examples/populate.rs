@@ -63,7 +63,7 @@ struct Made {
 
 fn populate(path: &Path, size: u64, files: u64, extents: u64) -> Result<Made, String> {
     // Refuse what cannot fit before formatting anything.
-    let geo = Geometry::for_size(size, [0; 16]).map_err(|e| e.0)?;
+    let geo = Geometry::for_size(size, [0; 16]).map_err(|e| e.to_string())?;
     let pages = files.checked_mul(extents).ok_or("--files x --extents is too large")?;
     if pages > geo.data_pages() {
         return Err(format!(

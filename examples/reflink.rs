@@ -26,7 +26,7 @@ fn main() -> Result<(), daxlink::Error> {
 
     fs.write(b, 0, b"new", false)?;
     let b0 = fs.extents(b)?[0];
-    println!("after COW write:  b's first page is {} (shared: {}), a's is still {pfn}", b0.pfn, b0.shared);
+    println!("after COW write:  b's first page is {} (shared: {}), a's is still {pfn}", b0.pfn, b0.co_owned);
 
     fs.unlink(Ino::ROOT, b"b")?;
     println!("after unlink b:   page {pfn} is {:?}", fs.page_state(pfn)?);
@@ -34,6 +34,6 @@ fn main() -> Result<(), daxlink::Error> {
     fs.sync()?;
     let s = fs.stats();
     println!("pages used {} shared {} free {}, warnings {}", s.pages_used, s.pages_shared, s.pages_free, s.warnings);
-    fs.check().map_err(daxlink::Error::Io)?;
+    fs.check().map_err(|e| daxlink::Error::Pool(daxlink::fs::PoolError::Inconsistent(e)))?;
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod dax;
 #[forbid(unsafe_code)]
 pub mod fs;
 pub mod fuse;
+pub mod runs;
 pub mod types;
 
 pub use fs::{Ctx, Error, Fs, Options, Result};

@@ -44,6 +44,16 @@ impl Pfn {
     }
 }
 
+impl ArenaOffset {
+    pub fn plus(self, bytes: u64) -> ArenaOffset {
+        ArenaOffset(self.0 + bytes)
+    }
+    /// The page holding this byte.
+    pub fn pfn(self) -> Pfn {
+        Pfn(self.0 / PAGE_SIZE)
+    }
+}
+
 impl FileBlock {
     pub fn plus(self, n: u64) -> FileBlock {
         FileBlock(self.0 + n)

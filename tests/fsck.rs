@@ -1,6 +1,8 @@
 //! fsck on pools damaged on purpose: each problem is reported, `--repair` fixes the
 //! safe ones, and a second fsck finds the pool clean.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -8,8 +10,10 @@ use daxlink::arena::{Geometry, Media, MemMedia};
 use daxlink::fs::fsck::{Problem, fsck};
 use daxlink::fs::journal::Journal;
 use daxlink::fs::record::{Record, encode_all};
-use daxlink::fs::{Attr, Ctx, Fs, Options};
+use daxlink::fs::{Attr, Ctx, Error, Fs, Options, PoolError};
 use daxlink::types::{FileBlock, Ino};
+
+use common::mkfs_image;
 
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
@@ -21,8 +25,7 @@ fn append_raw(m: &dyn Media, recs: &[Record]) {
 }
 
 fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
-    let m = Arc::new(MemMedia::new(32 << 20));
-    Fs::mkfs(&*m, CTX, [6; 16]).unwrap();
+    let m = Arc::new(MemMedia::from_bytes(mkfs_image(32 << 20)));
     let fs = Fs::open(m.clone(), Options::default()).unwrap();
     let a = fs.mknod(CTX, Ino::ROOT, b"a", libc::S_IFREG | 0o644, 0).unwrap();
     fs.write(a.ino, 0, &[1; 8192], false).unwrap();
@@ -43,10 +46,10 @@ fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
             Record::SetInode(a),
             Record::SetInode(lost),
             Record::SetInode(orphan),
-            Record::Map { ino: Ino(901), fblock: FileBlock(0), pfn: free_pfn, len: 1, shared: false },
-            Record::Map { ino: Ino(900), fblock: FileBlock(0), pfn, len: 1, shared: true },
+            Record::Map { ino: Ino(901), fblock: FileBlock(0), pfn: free_pfn, pages: 1, cloned: false },
+            Record::Map { ino: Ino(900), fblock: FileBlock(0), pfn, pages: 1, cloned: true },
             // A second sole claim on b's page: not a clone, a doubly owned page.
-            Record::Map { ino: a.ino, fblock: FileBlock(4), pfn, len: 1, shared: false },
+            Record::Map { ino: a.ino, fblock: FileBlock(4), pfn, pages: 1, cloned: false },
         ],
     );
     (m, a, b)
@@ -56,7 +59,8 @@ fn damaged_pool() -> (Arc<MemMedia>, Attr, Attr) {
 fn damaged_pool_refuses_to_mount_and_fsck_names_each_problem() {
     let (m, a, _) = damaged_pool();
     let e = Fs::open(m.clone(), Options::default()).err().expect("a damaged pool mounted");
-    assert!(e.to_string().contains("fsck"), "{e}");
+    assert!(matches!(e, Error::Pool(PoolError::LogApply(..))), "the doubly owned page stops replay: {e:?}");
+    assert!(e.to_string().contains("fsck"), "the message says what to run: {e}");
     let r = fsck(m.clone(), false).unwrap();
     assert_eq!(
         r.problems,
@@ -85,7 +89,7 @@ fn repair_fixes_links_lost_files_and_orphans_then_the_pool_is_clean() {
     assert!(fs.read(lost.ino, 0, 4096).unwrap() == vec![2; 4096], "the lost file's data was not kept");
     assert!(fs.getattr(Ino(901)).is_err(), "the orphan was not freed");
     let own = fs.extents(a.ino).unwrap().into_iter().find(|m| m.fblock == FileBlock(4)).unwrap();
-    assert!(!own.shared, "the doubly owned block still shares its page");
+    assert!(!own.co_owned, "the doubly owned block still shares its page");
     assert!(fs.read(lost.ino, 0, 4096).unwrap() == vec![2; 4096], "the other owner's data changed");
     fs.check().unwrap();
 }

@@ -1,6 +1,8 @@
 //! Hostile input: corrupted pools and absurd requests get a clean error, never a panic
 //! or a hang, and a refused pool is never written.
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -8,13 +10,14 @@ use daxlink::arena::{Geometry, MemMedia};
 use daxlink::fs::{Ctx, Error, FALLOC_FL_KEEP_SIZE, Fs, Options, SetAttr};
 use daxlink::types::{Ino, PAGE_SIZE, Pfn};
 
+use common::mkfs_image;
+
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 const POOL: u64 = 16 << 20;
 
 /// A small pool with some history in its checkpoint and its log.
 fn busy_pool() -> Vec<u8> {
-    let m = Arc::new(MemMedia::new(POOL));
-    Fs::mkfs(&*m, CTX, [4; 16]).unwrap();
+    let m = Arc::new(MemMedia::from_bytes(mkfs_image(POOL)));
     let fs = Fs::open(m.clone(), Options::default()).unwrap();
     let d = fs.mkdir(CTX, Ino::ROOT, b"d", 0o755).unwrap().ino;
     for i in 0..20u8 {
@@ -100,8 +103,7 @@ fn truncated_pools_are_refused() {
 
 #[test]
 fn absurd_offsets_and_lengths_get_errnos_not_panics() {
-    let m = Arc::new(MemMedia::new(POOL));
-    Fs::mkfs(&*m, CTX, [5; 16]).unwrap();
+    let m = Arc::new(MemMedia::from_bytes(mkfs_image(POOL)));
     let fs = Fs::open(m, Options::default()).unwrap();
     let f = fs.mknod(CTX, Ino::ROOT, b"f", libc::S_IFREG | 0o644, 0).unwrap().ino;
     let g = fs.mknod(CTX, Ino::ROOT, b"g", libc::S_IFREG | 0o644, 0).unwrap().ino;

@@ -3,6 +3,8 @@
 //! same outcome when an access meets a failed page of the media (a machine check, a
 //! pool file cut short) or the media reports one, as the kernel's early SIGBUS does.
 
+mod common;
+
 use std::sync::Arc;
 
 use daxlink::arena::{MediaError, MemMedia};
@@ -10,14 +12,14 @@ use daxlink::dax::{Failure, Owner};
 use daxlink::fs::{Ctx, Error, Fs, Options};
 use daxlink::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
+use common::{MIB, Pool};
+
 const PS: u64 = PAGE_SIZE;
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
 fn mkfs() -> (Arc<MemMedia>, Fs) {
-    let media = Arc::new(MemMedia::new(64 << 20));
-    Fs::mkfs(&*media, CTX, [2; 16]).unwrap();
-    let fs = Fs::open(media.clone(), Options::default()).unwrap();
-    (media, fs)
+    let p = Pool::new(64 * MIB);
+    (p.media, p.fs)
 }
 
 fn file(fs: &Fs, name: &str, data: &[u8]) -> Ino {
@@ -28,7 +30,7 @@ fn file(fs: &Fs, name: &str, data: &[u8]) -> Ino {
 
 fn pfn_at(fs: &Fs, ino: Ino, off: u64) -> Pfn {
     let b = off / PS;
-    let m = fs.extents(ino).unwrap().into_iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.len).unwrap();
+    let m = fs.extents(ino).unwrap().into_iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.pages).unwrap();
     m.pfn.plus(b - m.fblock.0)
 }
 
@@ -113,7 +115,7 @@ fn a_failed_free_page_is_never_allocated_and_stays_bad_after_its_owners_go() {
         off += chunk.len() as u64;
     }
     let pages: Vec<Pfn> =
-        fs.extents(big).unwrap().iter().flat_map(|m| (0..m.len).map(move |i| m.pfn.plus(i))).collect();
+        fs.extents(big).unwrap().iter().flat_map(|m| (0..m.pages).map(move |i| m.pfn.plus(i))).collect();
     assert!(!pages.contains(&p) && !pages.contains(&free), "a bad page was allocated");
     assert_eq!(fs.stats().pages_bad, 2);
     fs.unmount().unwrap();
@@ -180,7 +182,7 @@ fn sink(fs: &Fs) -> std::sync::mpsc::Receiver<Failure> {
 }
 
 fn pages_of(fs: &Fs, ino: Ino) -> Vec<Pfn> {
-    fs.extents(ino).unwrap().iter().flat_map(|m| (0..m.len).map(move |i| m.pfn.plus(i))).collect()
+    fs.extents(ino).unwrap().iter().flat_map(|m| (0..m.pages).map(move |i| m.pfn.plus(i))).collect()
 }
 
 #[test]
@@ -190,7 +192,7 @@ fn a_read_that_meets_a_failed_page_fails_it_and_returns_the_bytes_before() {
     let d = data(4 * PS);
     let a = file(&fs, "a", &d);
     let p = pfn_at(&fs, a, 2 * PS);
-    m.fail(p.offset().0, PS);
+    m.fail(p.offset(), PS);
     assert_eq!(fs.read(a, 0, 4 * PS).unwrap(), d[..2 * PS as usize], "the read must stop before the failed page");
     assert!(fs.page_is_bad(p).unwrap(), "the page the read met must be failed");
     assert_eq!(fs.read(a, 2 * PS, 10), Err(Error::HwPoison));
@@ -212,7 +214,7 @@ fn a_cow_write_that_meets_a_failed_shared_page_poisons_every_owner() {
     fs.clone_range(a, 0, b, 0, 0).unwrap();
     fs.clone_range(a, 0, c, 0, 0).unwrap();
     let p = pfn_at(&fs, a, PS);
-    m.fail(p.offset().0, PS);
+    m.fail(p.offset(), PS);
     assert_eq!(fs.write(b, PS + 100, b"x", false), Err(Error::HwPoison), "the COW copy of a failed page must fail");
     assert_eq!(fs.stats().holder_calls, 1, "a shared page's owners come from one holder call");
     let mut owners: Vec<Ino> = rx.try_recv().unwrap().owners.iter().map(|o| o.ino).collect();
@@ -234,7 +236,7 @@ fn an_in_place_write_that_meets_a_failed_page_fails_and_a_whole_page_one_heals()
     let (m, fs) = mkfs();
     let a = file(&fs, "a", &data(4 * PS));
     let p = pfn_at(&fs, a, 3 * PS);
-    m.fail(p.offset().0, PS);
+    m.fail(p.offset(), PS);
     assert_eq!(fs.write(a, 3 * PS + 1, b"yz", false), Err(Error::HwPoison));
     assert!(fs.page_is_bad(p).unwrap());
     fs.write(a, 2 * PS, &[6u8; 2 * PS as usize], false).unwrap();
@@ -249,7 +251,7 @@ fn a_fresh_page_that_fails_is_skipped_and_never_allocated_again() {
     let a = file(&fs, "a", &data(PS));
     // The next pages the allocator hands out follow a's.
     let next = pfn_at(&fs, a, 0).plus(1);
-    m.fail(next.offset().0, 3 * PS);
+    m.fail(next.offset(), 3 * PS);
     let b = file(&fs, "b", &data(8 * PS));
     assert_eq!(fs.read(b, 0, 8 * PS).unwrap(), data(8 * PS), "the write must land whole on good pages");
     let got = pages_of(&fs, b);
@@ -305,8 +307,8 @@ fn failures_the_media_reports_are_failed_like_injected_ones() {
     fs.clone_range(a, 0, b, 0, 0).unwrap();
     let solo = file(&fs, "solo", &data(2 * PS));
     let (shared, own) = (pfn_at(&fs, a, 2 * PS), pfn_at(&fs, solo, PS));
-    m.report(MediaError::Failed { off: shared.offset().0, len: PS });
-    m.report(MediaError::Failed { off: own.offset().0, len: PS });
+    m.report(MediaError::Failed { off: shared.offset(), bytes: PS });
+    m.report(MediaError::Failed { off: own.offset(), bytes: PS });
     let found = fs.take_media_failures();
     assert_eq!(found.len(), 2);
     assert_eq!(found[0].holder_calls, 1, "the shared page asks the holder once");

@@ -1,6 +1,8 @@
 //! Reflink through the core API: the VFS range rules (fs/remap_range.c) as a table,
 //! page ownership through clones, COW, space accounting, ENOSPC, remount.
 
+mod common;
+
 use std::sync::Arc;
 
 use daxlink::arena::MemMedia;
@@ -8,15 +10,15 @@ use daxlink::dax::PageState;
 use daxlink::fs::{Attr, Ctx, Dedupe, Error, Fs, Options};
 use daxlink::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
+use common::{Pool, pattern};
+
 const PS: u64 = PAGE_SIZE;
 const ROOT: Ino = Ino::ROOT;
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
 fn mkfs(size: u64) -> (Arc<MemMedia>, Fs) {
-    let media = Arc::new(MemMedia::new(size));
-    Fs::mkfs(&*media, CTX, [1; 16]).unwrap();
-    let fs = Fs::open(media.clone(), Options::default()).unwrap();
-    (media, fs)
+    let p = Pool::new(size);
+    (p.media, p.fs)
 }
 
 fn reopen(media: &MemMedia) -> Fs {
@@ -29,16 +31,12 @@ fn file(fs: &Fs, name: &str, data: &[u8]) -> Attr {
     fs.getattr(a.ino).unwrap()
 }
 
-fn pattern(len: u64, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-}
-
 fn first_pfn(fs: &Fs, ino: Ino) -> Pfn {
     fs.extents(ino).unwrap()[0].pfn
 }
 
 fn shared_bytes(fs: &Fs, ino: Ino) -> u64 {
-    fs.extents(ino).unwrap().iter().filter(|m| m.shared).map(|m| m.len * PS).sum()
+    fs.extents(ino).unwrap().iter().filter(|m| m.co_owned).map(|m| m.pages * PS).sum()
 }
 
 /// (what, src, src_off, dst, dst_off, len, expected)
@@ -47,8 +45,8 @@ type Case = (&'static str, Ino, u64, Ino, u64, u64, Result<u64, Error>);
 #[test]
 fn clone_range_follows_the_vfs_rules_for_every_error_case() {
     let (_m, fs) = mkfs(64 << 20);
-    let a = file(&fs, "a", &pattern(3 * PS + 100, 1)).ino; // unaligned EOF
-    let b = file(&fs, "b", &pattern(8 * PS, 2)).ino;
+    let a = file(&fs, "a", &pattern(1, (3 * PS + 100) as usize)).ino; // unaligned EOF
+    let b = file(&fs, "b", &pattern(2, (8 * PS) as usize)).ino;
     let d = fs.mkdir(CTX, ROOT, b"d", 0o755).unwrap().ino;
     let fifo = fs.mknod(CTX, ROOT, b"f", libc::S_IFIFO | 0o644, 0).unwrap().ino;
     let tb8 = 8u64 << 40;
@@ -81,7 +79,7 @@ fn clone_range_follows_the_vfs_rules_for_every_error_case() {
 #[test]
 fn clone_on_a_read_only_mount_is_erofs() {
     let (m, fs) = mkfs(32 << 20);
-    let a = file(&fs, "a", &pattern(PS, 3)).ino;
+    let a = file(&fs, "a", &pattern(3, (PS) as usize)).ino;
     let b = file(&fs, "b", &[]).ino;
     fs.unmount().unwrap();
     let ro = Fs::open(Arc::new(MemMedia::from_bytes(m.snapshot())), Options { read_only: true, ..Options::default() })
@@ -92,7 +90,7 @@ fn clone_on_a_read_only_mount_is_erofs() {
 #[test]
 fn page_states_through_clones_follow_the_seed_state_machine() {
     let (_m, fs) = mkfs(64 << 20);
-    let a = file(&fs, "a", &pattern(4 * PS, 5));
+    let a = file(&fs, "a", &pattern(5, (4 * PS) as usize));
     let p = fs.extents(a.ino).unwrap()[0].pfn.plus(2);
     assert_eq!(fs.page_state(p).unwrap(), PageState::Owned { mapping: a.ino, index: FileBlock(2) });
     let clones: Vec<Ino> = (0..3)
@@ -118,7 +116,7 @@ fn page_states_through_clones_follow_the_seed_state_machine() {
 #[test]
 fn writing_one_page_of_a_clone_unshares_exactly_that_page() {
     let (m, fs) = mkfs(64 << 20);
-    let data = pattern(64 * PS, 7);
+    let data = pattern(7, (64 * PS) as usize);
     let a = file(&fs, "a", &data).ino;
     let b = file(&fs, "b", &[]).ino;
     fs.clone_range(a, 0, b, 0, 0).unwrap();
@@ -137,7 +135,7 @@ fn writing_one_page_of_a_clone_unshares_exactly_that_page() {
 #[test]
 fn partial_page_write_into_a_clone_keeps_the_rest_of_the_page() {
     let (_m, fs) = mkfs(32 << 20);
-    let data = pattern(2 * PS, 9);
+    let data = pattern(9, (2 * PS) as usize);
     let a = file(&fs, "a", &data).ino;
     let b = file(&fs, "b", &[]).ino;
     fs.clone_range(a, 0, b, 0, 0).unwrap();
@@ -151,7 +149,7 @@ fn partial_page_write_into_a_clone_keeps_the_rest_of_the_page() {
 #[test]
 fn statfs_counts_a_shared_page_once_and_clone_chains_free_everything() {
     let (_m, fs) = mkfs(64 << 20);
-    let a = file(&fs, "a", &pattern(100 * PS, 11)).ino;
+    let a = file(&fs, "a", &pattern(11, (100 * PS) as usize)).ino;
     fs.sync().unwrap();
     let before = fs.statfs().bfree;
     for i in 0..10 {
@@ -175,7 +173,7 @@ fn statfs_counts_a_shared_page_once_and_clone_chains_free_everything() {
 fn enospc_during_cow_leaves_both_files_as_they_were() {
     let (_m, fs) = mkfs(24 << 20);
     let free = fs.statfs().bfree;
-    let data = pattern((free - 8) * PS, 13);
+    let data = pattern(13, ((free - 8) * PS) as usize);
     let a = file(&fs, "a", &data).ino;
     let b = file(&fs, "b", &[]).ino;
     fs.clone_range(a, 0, b, 0, 0).unwrap();
@@ -193,7 +191,7 @@ fn enospc_during_cow_leaves_both_files_as_they_were() {
 #[test]
 fn dedupe_shares_identical_ranges_and_reports_differences() {
     let (_m, fs) = mkfs(32 << 20);
-    let data = pattern(16 * PS, 17);
+    let data = pattern(17, (16 * PS) as usize);
     let a = file(&fs, "a", &data).ino;
     let b = file(&fs, "b", &data).ino;
     let mut other = data.clone();
@@ -212,7 +210,7 @@ fn dedupe_shares_identical_ranges_and_reports_differences() {
 #[test]
 fn copy_range_shares_whole_blocks_and_copies_unaligned_ends() {
     let (_m, fs) = mkfs(32 << 20);
-    let data = pattern(10 * PS + 300, 19);
+    let data = pattern(19, (10 * PS + 300) as usize);
     let a = file(&fs, "a", &data).ino;
     let b = file(&fs, "b", &[]).ino;
     // Same offset within a block: head bytes copied, whole blocks shared, EOF tail shared.
@@ -233,7 +231,7 @@ fn copy_range_over_4_gib_shares_every_mapped_block() {
     let (_m, fs) = mkfs(32 << 20);
     let a = fs.mknod(CTX, ROOT, b"a", libc::S_IFREG | 0o644, 0).unwrap().ino;
     for off in [0u64, 3 << 30, 5 << 30] {
-        fs.write(a, off, &pattern(2 * PS, off as u8), false).unwrap();
+        fs.write(a, off, &pattern(off as u8, (2 * PS) as usize), false).unwrap();
     }
     let b = file(&fs, "b", &[]).ino;
     let size = fs.getattr(a).unwrap().size;
@@ -241,14 +239,14 @@ fn copy_range_over_4_gib_shares_every_mapped_block() {
     assert_eq!(fs.copy_range(a, 0, b, 0, size), Ok(size));
     assert_eq!(fs.getattr(b).unwrap().size, size);
     assert_eq!(shared_bytes(&fs, b), 6 * PS);
-    assert_eq!(fs.read(b, 5 << 30, 2 * PS).unwrap(), pattern(2 * PS, (5u64 << 30) as u8));
+    assert_eq!(fs.read(b, 5 << 30, 2 * PS).unwrap(), pattern((5u64 << 30) as u8, (2 * PS) as usize));
     fs.check().unwrap();
 }
 
 #[test]
 fn unshare_gives_private_copies_with_the_same_bytes() {
     let (_m, fs) = mkfs(32 << 20);
-    let data = pattern(8 * PS, 23);
+    let data = pattern(23, (8 * PS) as usize);
     let a = file(&fs, "a", &data).ino;
     let b = file(&fs, "b", &[]).ino;
     fs.clone_range(a, 0, b, 0, 0).unwrap();
@@ -265,9 +263,9 @@ fn unshare_gives_private_copies_with_the_same_bytes() {
 fn clone_of_a_file_with_holes_keeps_the_holes() {
     let (_m, fs) = mkfs(32 << 20);
     let a = fs.mknod(CTX, ROOT, b"a", libc::S_IFREG | 0o644, 0).unwrap().ino;
-    fs.write(a, 0, &pattern(PS, 1), false).unwrap();
-    fs.write(a, 10 * PS, &pattern(PS, 2), false).unwrap();
-    let b = file(&fs, "b", &pattern(11 * PS, 3)).ino;
+    fs.write(a, 0, &pattern(1, (PS) as usize), false).unwrap();
+    fs.write(a, 10 * PS, &pattern(2, (PS) as usize), false).unwrap();
+    let b = file(&fs, "b", &pattern(3, (11 * PS) as usize)).ino;
     fs.clone_range(a, 0, b, 0, 0).unwrap();
     assert_eq!(fs.read(b, 5 * PS, PS).unwrap(), vec![0; PS as usize], "a hole must clone as a hole");
     assert_eq!(fs.extents(b).unwrap().len(), 2);
@@ -306,8 +304,8 @@ fn clone_entries_copies_files_symlinks_and_nodes_with_their_attributes_in_one_go
     let (media, fs, src, dst) = src_and_dst(64 << 20);
     // A file with holes at the start, in the middle and at the end, and an unaligned EOF.
     let sparse = fs.mknod(CTX, src, b"sparse", libc::S_IFREG | 0o4751, 0).unwrap().ino;
-    fs.write(sparse, 3 * PS, &pattern(2 * PS, 7), false).unwrap();
-    fs.write(sparse, 9 * PS, &pattern(PS + 10, 8), false).unwrap();
+    fs.write(sparse, 3 * PS, &pattern(7, (2 * PS) as usize), false).unwrap();
+    fs.write(sparse, 9 * PS, &pattern(8, (PS + 10) as usize), false).unwrap();
     fs.setattr(sparse, SetAttr { size: Some(20 * PS + 100), ..SetAttr::default() }).unwrap();
     let when = |sec| Some(SetTime::At(Timespec { sec, nsec: 123 }));
     fs.setattr(
@@ -316,13 +314,13 @@ fn clone_entries_copies_files_symlinks_and_nodes_with_their_attributes_in_one_go
     )
     .unwrap();
     fs.setxattr(sparse, b"user.k", b"v", 0).unwrap();
-    fs.setxattr(sparse, b"trusted.t", &pattern(3000, 9), 0).unwrap();
+    fs.setxattr(sparse, b"trusted.t", &pattern(9, 3000), 0).unwrap();
     let empty = fs.mknod(CTX, src, b"empty", libc::S_IFREG | 0o600, 0).unwrap().ino;
     fs.symlink(CTX, src, b"link", b"sparse").unwrap();
     fs.mknod(CTX, src, b"fifo", libc::S_IFIFO | 0o640, 0).unwrap();
     fs.mknod(CTX, src, b"null", libc::S_IFCHR | 0o666, 0x0103).unwrap();
     fs.mkdir(CTX, src, b"subdir", 0o700).unwrap();
-    let multi = file(&fs, "multi", &pattern(PS, 3)).ino;
+    let multi = file(&fs, "multi", &pattern(3, (PS) as usize)).ino;
     fs.link(multi, src, b"two").unwrap();
     let used = fs.statfs().bfree;
     let (made, bytes, skipped) = clone_all_entries(&fs, src, dst);
@@ -340,11 +338,11 @@ fn clone_entries_copies_files_symlinks_and_nodes_with_their_attributes_in_one_go
         assert_eq!(fs.read(b.ino, 0, 21 * PS).unwrap(), fs.read(sparse, 0, 21 * PS).unwrap());
         let (sm, dm) = (fs.extents(sparse).unwrap(), fs.extents(b.ino).unwrap());
         assert_eq!(
-            dm.iter().map(|m| (m.fblock, m.pfn, m.len)).collect::<Vec<_>>(),
-            sm.iter().map(|m| (m.fblock, m.pfn, m.len)).collect::<Vec<_>>()
+            dm.iter().map(|m| (m.fblock, m.pfn, m.pages)).collect::<Vec<_>>(),
+            sm.iter().map(|m| (m.fblock, m.pfn, m.pages)).collect::<Vec<_>>()
         );
-        assert!(dm.iter().all(|m| m.shared), "every page of the copy is shared");
-        assert_eq!(fs.getxattr(b.ino, b"trusted.t").unwrap(), pattern(3000, 9));
+        assert!(dm.iter().all(|m| m.co_owned), "every page of the copy is shared");
+        assert_eq!(fs.getxattr(b.ino, b"trusted.t").unwrap(), pattern(9, 3000));
         assert_eq!(fs.listxattr(b.ino).unwrap(), fs.listxattr(sparse).unwrap());
         assert_eq!(got(b"empty").mode, fs.getattr(empty).unwrap().mode);
         assert_eq!(fs.readlink(got(b"link").ino).unwrap(), b"sparse");
@@ -362,7 +360,7 @@ fn clone_entries_copies_files_symlinks_and_nodes_with_their_attributes_in_one_go
     // A write to the copy unshares its page; the source keeps its bytes.
     let copy = fs.lookup(dst, b"sparse").unwrap().ino;
     fs.write(copy, 3 * PS, b"changed", false).unwrap();
-    assert_eq!(fs.read(sparse, 3 * PS, PS).unwrap(), pattern(PS, 7));
+    assert_eq!(fs.read(sparse, 3 * PS, PS).unwrap(), pattern(7, (PS) as usize));
     assert_eq!(shared_bytes(&fs, copy), 3 * PS);
     fs.check().unwrap();
 }
@@ -373,7 +371,7 @@ fn clone_entries_goes_on_from_its_cursor_over_large_directories() {
     for i in 0..1500 {
         let a = fs.mknod(CTX, src, format!("f{i}").as_bytes(), libc::S_IFREG | 0o644, 0).unwrap();
         if i % 100 == 0 {
-            fs.write(a.ino, 0, &pattern(PS, i as u8), false).unwrap();
+            fs.write(a.ino, 0, &pattern(i as u8, (PS) as usize), false).unwrap();
             fs.mkdir(CTX, src, format!("d{i}").as_bytes(), 0o755).unwrap();
         }
     }
@@ -392,9 +390,9 @@ fn clone_entries_leaves_damaged_files_and_refuses_what_is_not_a_directory_or_imm
     use daxlink::fs::inode::{FL_IMMUTABLE, FL_NODUMP};
     let (_m, fs, src, dst) = src_and_dst(32 << 20);
     let bad = fs.mknod(CTX, src, b"bad", libc::S_IFREG | 0o644, 0).unwrap().ino;
-    fs.write(bad, 0, &pattern(2 * PS, 1), false).unwrap();
+    fs.write(bad, 0, &pattern(1, (2 * PS) as usize), false).unwrap();
     let good = fs.mknod(CTX, src, b"good", libc::S_IFREG | 0o644, 0).unwrap().ino;
-    fs.write(good, 0, &pattern(PS, 2), false).unwrap();
+    fs.write(good, 0, &pattern(2, (PS) as usize), false).unwrap();
     let pfn = fs.extents(bad).unwrap()[0].pfn.plus(1);
     fs.memory_failure(pfn, 1).unwrap();
     let (made, _, skipped) = clone_all_entries(&fs, src, dst);
@@ -417,7 +415,7 @@ fn clone_entries_at_a_full_inode_table_clones_what_fits_then_fails_with_enospc()
     let (media, fs, src, dst) = src_and_dst(16 << 20);
     for i in 0..300 {
         let a = fs.mknod(CTX, src, format!("f{i:03}").as_bytes(), libc::S_IFREG | 0o644, 0).unwrap();
-        fs.setxattr(a.ino, b"user.pad", &pattern(1000, i as u8), 0).unwrap();
+        fs.setxattr(a.ino, b"user.pad", &pattern(i as u8, 1000), 0).unwrap();
     }
     // Fill the metadata with big xattrs until nothing more fits, then free a few.
     let fill = fs.mkdir(CTX, ROOT, b"fill", 0o755).unwrap().ino;

@@ -52,7 +52,7 @@ impl Pool {
     }
 
     fn sigbus_at(&self, code: i32, p: Pfn) {
-        queue_sigbus(code, self.media.address(p.offset().0) + 123);
+        queue_sigbus(code, self.media.address(p.offset()) + 123);
     }
 }
 

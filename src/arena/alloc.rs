@@ -74,41 +74,41 @@ impl Allocator {
         Some(out)
     }
 
-    /// Marks `[pfn, pfn + len)` in use; the range must be free. Used by recovery and to
+    /// Marks `[pfn, pfn + pages)` in use; the range must be free. Used by recovery and to
     /// retire bad pages.
-    pub fn take(&mut self, pfn: Pfn, len: u64) -> bool {
+    pub fn take(&mut self, pfn: Pfn, pages: u64) -> bool {
         let Some((&s, &l)) = self.free.range(..=pfn.0).next_back() else {
             return false;
         };
-        if pfn.0 + len > s + l {
+        if pfn.0 + pages > s + l {
             return false;
         }
         self.free.remove(&s);
         if pfn.0 > s {
             self.free.insert(s, pfn.0 - s);
         }
-        if pfn.0 + len < s + l {
-            self.free.insert(pfn.0 + len, s + l - pfn.0 - len);
+        if pfn.0 + pages < s + l {
+            self.free.insert(pfn.0 + pages, s + l - pfn.0 - pages);
         }
-        self.free_pages -= len;
+        self.free_pages -= pages;
         true
     }
 
     /// The free runs, (first page, pages), in page order.
-    pub fn free_runs(&self) -> impl Iterator<Item = (u64, u64)> {
-        self.free.iter().map(|(s, l)| (*s, *l))
+    pub fn free_runs(&self) -> impl Iterator<Item = (Pfn, u64)> {
+        self.free.iter().map(|(s, l)| (Pfn(*s), *l))
     }
 
     /// Whether every page of the range is free.
-    pub fn is_free(&self, pfn: Pfn, len: u64) -> bool {
-        self.free.range(..=pfn.0).next_back().is_some_and(|(s, l)| pfn.0 + len <= s + l)
+    pub fn is_free(&self, pfn: Pfn, pages: u64) -> bool {
+        self.free.range(..=pfn.0).next_back().is_some_and(|(s, l)| pfn.0 + pages <= s + l)
     }
 
     /// Frees a range once the change that freed it is durable.
-    pub fn free_later(&mut self, pfn: Pfn, len: u64) {
-        debug_assert!(pfn >= self.start && pfn.0 + len <= self.end.0);
-        self.busy.push((pfn, len));
-        self.busy_pages += len;
+    pub fn free_later(&mut self, pfn: Pfn, pages: u64) {
+        debug_assert!(pfn >= self.start && pfn.0 + pages <= self.end.0);
+        self.busy.push((pfn, pages));
+        self.busy_pages += pages;
     }
 
     /// Takes a failed page out of circulation, whether it is free or busy.

@@ -3,12 +3,32 @@
 
 use std::fmt;
 
+/// Why bytes do not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodecError(pub String);
+pub enum CodecError {
+    /// A field runs past the end of the bytes: `want` bytes at `at`, `left` there.
+    Truncated { want: usize, at: usize, left: usize },
+    /// A length-prefixed byte string longer than its field allows.
+    TooLong { len: usize, max: usize },
+    /// A timestamp's nanoseconds are not below one second.
+    Nanoseconds(u32),
+    /// A map record's cloned flag is neither 0 nor 1.
+    ClonedFlag(u8),
+    /// A record tag no daxlink writes.
+    UnknownRecord(u8),
+}
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            CodecError::Truncated { want, at, left } => {
+                write!(f, "truncated: wanted {want} bytes at offset {at}, {left} left")
+            }
+            CodecError::TooLong { len, max } => write!(f, "byte string of {len} bytes exceeds {max}"),
+            CodecError::Nanoseconds(n) => write!(f, "timestamp nanoseconds {n} out of range"),
+            CodecError::ClonedFlag(x) => write!(f, "map record cloned flag {x}"),
+            CodecError::UnknownRecord(t) => write!(f, "unknown record type {t}"),
+        }
     }
 }
 
@@ -65,11 +85,7 @@ impl<'a> Dec<'a> {
     }
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.remaining() < n {
-            return Err(CodecError(format!(
-                "truncated: wanted {n} bytes at offset {}, {} left",
-                self.pos,
-                self.remaining()
-            )));
+            return Err(CodecError::Truncated { want: n, at: self.pos, left: self.remaining() });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -96,7 +112,7 @@ impl<'a> Dec<'a> {
     pub fn bytes(&mut self, max: usize) -> Result<Vec<u8>, CodecError> {
         let n = self.u32()? as usize;
         if n > max {
-            return Err(CodecError(format!("byte string of {n} bytes exceeds {max}")));
+            return Err(CodecError::TooLong { len: n, max });
         }
         Ok(self.take(n)?.to_vec())
     }

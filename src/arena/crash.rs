@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Mutex;
 
 use super::media::{Media, MediaResult};
+use crate::types::ArenaOffset;
 
 /// What a crash does to the stores no flush has covered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +26,11 @@ pub enum Crash {
 /// returns nothing and must not touch the media.
 pub type FlushHook = Box<dyn FnMut(&[u8], &[(u64, Vec<u8>)]) + Send>;
 
+/// Called after every store with the image the running filesystem sees and the number
+/// of stores so far: what a killed daemon leaves (each store made before the kill is in
+/// the shared mapping, none after it). Must not touch the media.
+pub type StoreHook = Box<dyn FnMut(&[u8], u64) + Send>;
+
 struct State {
     /// What the running filesystem sees.
     current: Vec<u8>,
@@ -33,7 +39,9 @@ struct State {
     /// Stores not yet covered by a flush, oldest first.
     pending: Vec<(u64, Vec<u8>)>,
     hook: Option<FlushHook>,
+    store_hook: Option<StoreHook>,
     flushes: u64,
+    stores: u64,
 }
 
 pub struct CrashMedia {
@@ -73,7 +81,9 @@ impl CrashMedia {
                 durable: image,
                 pending: Vec::new(),
                 hook: None,
+                store_hook: None,
                 flushes: 0,
+                stores: 0,
             }),
         }
     }
@@ -84,6 +94,10 @@ impl CrashMedia {
 
     pub fn set_hook(&self, hook: FlushHook) {
         self.lock().hook = Some(hook);
+    }
+
+    pub fn set_store_hook(&self, hook: StoreHook) {
+        self.lock().store_hook = Some(hook);
     }
 
     pub fn flushes(&self) -> u64 {
@@ -97,10 +111,15 @@ impl CrashMedia {
     }
 
     fn store(&self, off: u64, data: Vec<u8>) {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         assert!(off as usize + data.len() <= s.current.len(), "store past the media end");
         s.current[off as usize..off as usize + data.len()].copy_from_slice(&data);
         s.pending.push((off, data));
+        s.stores += 1;
+        if let Some(hook) = s.store_hook.as_mut() {
+            hook(&s.current, s.stores);
+        }
     }
 }
 
@@ -109,32 +128,34 @@ impl Media for CrashMedia {
         self.lock().current.len() as u64
     }
 
-    fn read(&self, off: u64, buf: &mut [u8]) -> MediaResult {
+    fn read(&self, off: ArenaOffset, buf: &mut [u8]) -> MediaResult {
         let s = self.lock();
-        buf.copy_from_slice(&s.current[off as usize..off as usize + buf.len()]);
+        let at = off.0 as usize;
+        buf.copy_from_slice(&s.current[at..at + buf.len()]);
         Ok(())
     }
 
-    fn write(&self, off: u64, data: &[u8]) -> MediaResult {
-        self.store(off, data.to_vec());
+    fn write(&self, off: ArenaOffset, data: &[u8]) -> MediaResult {
+        self.store(off.0, data.to_vec());
         Ok(())
     }
 
-    fn fill(&self, off: u64, len: u64, byte: u8) -> MediaResult {
-        self.store(off, vec![byte; len as usize]);
+    fn fill(&self, off: ArenaOffset, bytes: u64, byte: u8) -> MediaResult {
+        self.store(off.0, vec![byte; bytes as usize]);
         Ok(())
     }
 
     /// Makes the part of every pending store inside `[off, off + len)` durable; the
     /// parts outside stay pending.
-    fn flush(&self, off: u64, len: u64) -> io::Result<()> {
+    fn flush(&self, off: ArenaOffset, bytes: u64) -> io::Result<()> {
+        let off = off.0;
         let mut guard = self.lock();
         let s = &mut *guard;
         s.flushes += 1;
         if let Some(hook) = s.hook.as_mut() {
             hook(&s.durable, &s.pending);
         }
-        let end = off + len;
+        let end = off + bytes;
         let mut still = Vec::new();
         for (o, d) in std::mem::take(&mut s.pending) {
             let e = o + d.len() as u64;
@@ -163,22 +184,22 @@ mod tests {
     #[test]
     fn unflushed_stores_are_lost_and_flushed_ones_kept() {
         let m = CrashMedia::new(vec![0; 64]);
-        m.write(0, &[1; 8]).unwrap();
-        m.flush(0, 8).unwrap();
-        m.write(8, &[2; 8]).unwrap();
+        m.write(ArenaOffset(0), &[1; 8]).unwrap();
+        m.flush(ArenaOffset(0), 8).unwrap();
+        m.write(ArenaOffset(8), &[2; 8]).unwrap();
         let img = m.crash(Crash::DropAll);
         assert_eq!(&img[..8], &[1; 8]);
         assert_eq!(&img[8..16], &[0; 8]);
         let mut buf = [0u8; 8];
-        m.read(8, &mut buf).unwrap();
+        m.read(ArenaOffset(8), &mut buf).unwrap();
         assert_eq!(buf, [2; 8], "the running side sees its own stores");
     }
 
     #[test]
     fn a_range_flush_keeps_the_rest_of_a_store_pending() {
         let m = CrashMedia::new(vec![0; 32]);
-        m.write(0, &[7; 32]).unwrap();
-        m.flush(8, 8).unwrap();
+        m.write(ArenaOffset(0), &[7; 32]).unwrap();
+        m.flush(ArenaOffset(8), 8).unwrap();
         let img = m.crash(Crash::DropAll);
         assert_eq!(&img[..8], &[0; 8]);
         assert_eq!(&img[8..16], &[7; 8]);
@@ -188,8 +209,8 @@ mod tests {
     #[test]
     fn subsets_and_tears() {
         let m = CrashMedia::new(vec![0; 32]);
-        m.write(0, &[1; 8]).unwrap();
-        m.write(8, &[2; 16]).unwrap();
+        m.write(ArenaOffset(0), &[1; 8]).unwrap();
+        m.write(ArenaOffset(8), &[2; 16]).unwrap();
         assert_eq!(&m.crash(Crash::Keep(0b10))[..24], [[0u8; 8].as_slice(), &[2; 16]].concat());
         let torn = m.crash(Crash::TearLast(1));
         assert_eq!(&torn[..24], [[1u8; 8].as_slice(), &[2; 8], &[0; 8]].concat());
@@ -201,10 +222,21 @@ mod tests {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         m.set_hook(Box::new(move |durable, pending| s2.lock().unwrap().push((durable[0], pending.len()))));
-        m.write(0, &[5; 4]).unwrap();
-        m.flush(0, 16).unwrap();
-        m.flush(0, 16).unwrap();
+        m.write(ArenaOffset(0), &[5; 4]).unwrap();
+        m.flush(ArenaOffset(0), 16).unwrap();
+        m.flush(ArenaOffset(0), 16).unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![(0, 1), (5, 0)]);
         assert_eq!(m.flushes(), 2);
+    }
+
+    #[test]
+    fn the_store_hook_sees_every_store_as_it_lands() {
+        let m = CrashMedia::new(vec![0; 16]);
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        m.set_store_hook(Box::new(move |current, n| s2.lock().unwrap().push((current[0], current[8], n))));
+        m.write(ArenaOffset(0), &[5; 4]).unwrap();
+        m.fill(ArenaOffset(8), 8, 6).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![(5, 0, 1), (5, 6, 2)]);
     }
 }

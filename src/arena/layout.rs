@@ -7,12 +7,35 @@
 //! cp_start[1]..      checkpoint slot 1 / higher generation wins
 //! data_start..end    data pages, owned by files through their extent maps
 //! ```
+//!
+//! The superblock (the first 100 bytes of page 0, the rest zero; little-endian):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "DAXLINK\0"
+//!      8     4  version (1)
+//!     12     4  page size (4096)
+//!     16     8  pool size in bytes (a whole number of pages)
+//!     24     8  pages in the pool
+//!     32     8  first page of the log          40  8  pages of the log
+//!     48     8  first page of checkpoint slot 0
+//!     56     8  first page of checkpoint slot 1
+//!     64     8  pages of each checkpoint slot  72  8  first data page
+//!     80    16  uuid
+//!     96     4  CRC32 (crc32fast, IEEE) of bytes 0..96
+//! ```
+//!
+//! mkfs writes it once and never again. A reader checks the magic, the checksum, the
+//! version and page size, that the media holds the recorded size, and that the
+//! regions are exactly those `Geometry::for_size` gives that size: the log 1/64 of the
+//! pool, each checkpoint slot 1/32 (each at least 1024 pages), the data pages after
+//! them. Any failure is a `LayoutError` naming it.
 
 use std::fmt;
 
-use super::codec::{Dec, Enc, checksum};
-use super::media::Media;
-use crate::types::{PAGE_SIZE, Pfn};
+use super::codec::{CodecError, Dec, Enc, checksum};
+use super::media::{Media, MediaError};
+use crate::types::{ArenaOffset, PAGE_SIZE, Pfn};
 
 pub const MAGIC: &[u8; 8] = b"DAXLINK\0";
 pub const VERSION: u32 = 1;
@@ -20,13 +43,63 @@ pub const VERSION: u32 = 1;
 pub const MIN_POOL_SIZE: u64 = 16 << 20;
 const SB_LEN: usize = 8 + 4 + 4 + 8 * 8 + 16 + 4;
 
-/// Why a pool cannot be used; the text names the reason in one line.
+/// Why a pool cannot be used; each shows as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayoutError(pub String);
+pub enum LayoutError {
+    /// Below `MIN_POOL_SIZE`.
+    TooSmall {
+        size: u64,
+    },
+    /// The metadata regions leave no data pages.
+    NoRoomForData {
+        size: u64,
+    },
+    /// No daxlink magic in the superblock.
+    NotAPool,
+    Checksum,
+    /// A superblock field does not decode.
+    Superblock(CodecError),
+    Version(u32),
+    PageSize(u32),
+    /// The superblock records a larger pool than the media holds.
+    Truncated {
+        recorded: u64,
+        len: u64,
+    },
+    /// The media is smaller than the superblock page.
+    NoSuperblock {
+        len: u64,
+    },
+    /// The recorded size admits no layout.
+    Geometry(Box<LayoutError>),
+    /// The recorded regions are not the layout mkfs gives the recorded size.
+    Inconsistent,
+    /// Reading the superblock met a failed page.
+    Unreadable(MediaError),
+}
 
 impl fmt::Display for LayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            LayoutError::TooSmall { size } => {
+                write!(f, "pool size {size} is below the minimum of {MIN_POOL_SIZE} bytes")
+            }
+            LayoutError::NoRoomForData { size } => write!(f, "pool size {size} leaves no room for data"),
+            LayoutError::NotAPool => f.write_str("not a daxlink pool (no daxlink magic in the superblock)"),
+            LayoutError::Checksum => f.write_str("superblock checksum mismatch (damaged superblock)"),
+            LayoutError::Superblock(e) => write!(f, "superblock: {e}"),
+            LayoutError::Version(v) => write!(f, "unsupported pool version {v} (this daxlink reads {VERSION})"),
+            LayoutError::PageSize(b) => write!(f, "unsupported page size {b}"),
+            LayoutError::Truncated { recorded, len } => {
+                write!(f, "pool is truncated: superblock says {recorded} bytes, the pool has {len}")
+            }
+            LayoutError::NoSuperblock { len } => {
+                write!(f, "pool is truncated: {len} bytes, smaller than a superblock page")
+            }
+            LayoutError::Geometry(e) => write!(f, "superblock geometry invalid: {e}"),
+            LayoutError::Inconsistent => f.write_str("superblock geometry is inconsistent"),
+            LayoutError::Unreadable(e) => write!(f, "cannot read the superblock: {e}"),
+        }
     }
 }
 
@@ -48,7 +121,7 @@ impl Geometry {
     /// (at least 4 MiB), each checkpoint slot 1/32 (at least 4 MiB).
     pub fn for_size(size: u64, uuid: [u8; 16]) -> Result<Geometry, LayoutError> {
         if size < MIN_POOL_SIZE {
-            return Err(LayoutError(format!("pool size {size} is below the minimum of {MIN_POOL_SIZE} bytes")));
+            return Err(LayoutError::TooSmall { size });
         }
         let pages_total = size / PAGE_SIZE;
         let log_pages = (pages_total / 64).max(1024);
@@ -58,7 +131,7 @@ impl Geometry {
         let cp1 = cp0.plus(cp_pages);
         let data_start = cp1.plus(cp_pages);
         if data_start.0 + 16 > pages_total {
-            return Err(LayoutError(format!("pool size {size} leaves no room for data")));
+            return Err(LayoutError::NoRoomForData { size });
         }
         Ok(Geometry {
             pool_size: pages_total * PAGE_SIZE,
@@ -80,9 +153,9 @@ impl Geometry {
         pfn >= self.data_start && pfn.0 < self.pages_total
     }
 
-    /// Whether `[pfn, pfn + len)` lies inside the data region.
-    pub fn is_data_range(&self, pfn: Pfn, len: u64) -> bool {
-        len > 0 && self.is_data(pfn) && pfn.0.checked_add(len).is_some_and(|end| end <= self.pages_total)
+    /// Whether `[pfn, pfn + pages)` lies inside the data region.
+    pub fn is_data_range(&self, pfn: Pfn, pages: u64) -> bool {
+        pages > 0 && self.is_data(pfn) && pfn.0.checked_add(pages).is_some_and(|end| end <= self.pages_total)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -111,23 +184,22 @@ impl Geometry {
 
     /// Decodes and verifies a superblock read from a pool of `media_len` bytes.
     pub fn decode(bytes: &[u8], media_len: u64) -> Result<Geometry, LayoutError> {
-        let bad = |why: String| LayoutError(why);
         if bytes.len() < SB_LEN || &bytes[..8] != MAGIC {
-            return Err(bad("not a daxlink pool (no daxlink magic in the superblock)".into()));
+            return Err(LayoutError::NotAPool);
         }
         let stored = u32::from_le_bytes(bytes[SB_LEN - 4..SB_LEN].try_into().unwrap_or_default());
         if checksum(&bytes[..SB_LEN - 4]) != stored {
-            return Err(bad("superblock checksum mismatch (damaged superblock)".into()));
+            return Err(LayoutError::Checksum);
         }
-        let codec = |e: super::codec::CodecError| bad(format!("superblock: {e}"));
+        let codec = LayoutError::Superblock;
         let mut d = Dec::new(&bytes[8..SB_LEN - 4]);
         let version = d.u32().map_err(codec)?;
         if version != VERSION {
-            return Err(bad(format!("unsupported pool version {version} (this daxlink reads {VERSION})")));
+            return Err(LayoutError::Version(version));
         }
         let block = d.u32().map_err(codec)?;
         if block as u64 != PAGE_SIZE {
-            return Err(bad(format!("unsupported page size {block}")));
+            return Err(LayoutError::PageSize(block));
         }
         let mut v = [0u64; 8];
         for x in &mut v {
@@ -146,15 +218,11 @@ impl Geometry {
             uuid,
         };
         if g.pool_size > media_len {
-            return Err(bad(format!(
-                "pool is truncated: superblock says {} bytes, the pool has {media_len}",
-                g.pool_size
-            )));
+            return Err(LayoutError::Truncated { recorded: g.pool_size, len: media_len });
         }
-        let expect =
-            Geometry::for_size(g.pool_size, uuid).map_err(|e| bad(format!("superblock geometry invalid: {e}")))?;
+        let expect = Geometry::for_size(g.pool_size, uuid).map_err(|e| LayoutError::Geometry(Box::new(e)))?;
         if expect != g {
-            return Err(bad("superblock geometry is inconsistent".into()));
+            return Err(LayoutError::Inconsistent);
         }
         Ok(g)
     }
@@ -162,22 +230,19 @@ impl Geometry {
     /// Reads and verifies the superblock of `media`.
     pub fn read(media: &dyn Media) -> Result<Geometry, LayoutError> {
         if media.len() < PAGE_SIZE {
-            return Err(LayoutError(format!(
-                "pool is truncated: {} bytes, smaller than a superblock page",
-                media.len()
-            )));
+            return Err(LayoutError::NoSuperblock { len: media.len() });
         }
         let mut sb = vec![0u8; SB_LEN];
-        media.read(0, &mut sb).map_err(|e| LayoutError(format!("cannot read the superblock: {e}")))?;
+        media.read(ArenaOffset(0), &mut sb).map_err(LayoutError::Unreadable)?;
         Geometry::decode(&sb, media.len())
     }
 
     /// Writes the superblock (mkfs only) and makes it durable.
     pub fn write(&self, media: &dyn Media) -> std::io::Result<()> {
         let failed = |e| std::io::Error::other(e);
-        media.fill(0, PAGE_SIZE, 0).map_err(failed)?;
-        media.write(0, &self.encode()).map_err(failed)?;
-        media.flush(0, PAGE_SIZE)
+        media.fill(ArenaOffset(0), PAGE_SIZE, 0).map_err(failed)?;
+        media.write(ArenaOffset(0), &self.encode()).map_err(failed)?;
+        media.flush(ArenaOffset(0), PAGE_SIZE)
     }
 }
 
@@ -210,7 +275,7 @@ mod tests {
     fn truncated_pool_is_refused() {
         let g = geo();
         let e = Geometry::decode(&g.encode(), g.pool_size - PAGE_SIZE).unwrap_err();
-        assert!(e.0.contains("truncated"), "{e}");
+        assert_eq!(e, LayoutError::Truncated { recorded: g.pool_size, len: g.pool_size - PAGE_SIZE });
     }
 
     #[test]

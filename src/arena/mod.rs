@@ -10,5 +10,5 @@ pub mod pool;
 
 pub use alloc::Allocator;
 pub use layout::{Geometry, LayoutError};
-pub use media::{Media, MediaError, MediaResult, MemMedia, MmapMedia};
+pub use media::{Media, MediaError, MediaResult, MemMedia, MmapMedia, OneFileRange, Pinned};
 pub use pool::{Access, Pool};

@@ -133,8 +133,9 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 impl Pool {
-    /// Creates (or, with `force`, reformats) a pool. A regular file is created sparse
-    /// and sized to `size`; a device keeps its own size. Nothing is changed, and no file
+    /// Creates (or, with `force`, reformats) a pool. A regular file is sized to `size`
+    /// and preallocated (`preallocate`: a store into a hole could find the filesystem
+    /// under it full); a device keeps its own size. Nothing is changed, and no file
     /// is left behind, when the pool cannot be made.
     pub fn create(path: &Path, size: u64, force: bool, wait: Duration) -> Result<Pool, String> {
         let existed = path.exists();
@@ -164,7 +165,7 @@ impl Pool {
         let device = meta.file_type().is_block_device();
         let len = if device { media_len(&mut file)? } else { size / PAGE_SIZE * PAGE_SIZE };
         // Refuse a bad size before touching the file.
-        Geometry::for_size(len, [0; 16]).map_err(|e| e.0)?;
+        Geometry::for_size(len, [0; 16]).map_err(|e| e.to_string())?;
         if !device {
             file.set_len(0).map_err(|e| format!("cannot truncate: {e}"))?;
             file.set_len(len).map_err(|e| format!("cannot size to {len} bytes: {e}"))?;

@@ -24,10 +24,10 @@ fn file_pages(f: &File, off: u64, len: u64) -> Result<Vec<(Pfn, u64)>, String> {
     let mut b = off / PAGE_SIZE;
     let last = (off + len.max(1)).div_ceil(PAGE_SIZE);
     while b < last {
-        let Some(m) = maps.iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.len) else {
+        let Some(m) = maps.iter().find(|m| m.fblock.0 <= b && b < m.fblock.0 + m.pages) else {
             return Err(format!("offset {} is in a hole: there is no page to fail", b * PAGE_SIZE));
         };
-        let n = (m.fblock.0 + m.len).min(last) - b;
+        let n = (m.fblock.0 + m.pages).min(last) - b;
         runs.push((m.pfn.plus(b - m.fblock.0), n));
         b += n;
     }

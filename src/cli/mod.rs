@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Make a pool on a file (created sparse) or a device.
+    /// Make a pool on a file (preallocated) or a device.
     Mkfs {
         /// Pool size for a regular file, e.g. 512M, 4G (a device keeps its size).
         #[arg(long, default_value = "1G", value_parser = parse_size)]

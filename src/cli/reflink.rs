@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use super::fail;
 use crate::arena::{Access, Pool};
 use crate::dax::PageState;
-use crate::fs::{Fs, Mapping, Options};
+use crate::fs::{FileExtent, Fs, Options};
 use crate::fuse::ioctl;
 use crate::types::{PAGE_SIZE, Pfn};
 
@@ -50,7 +50,7 @@ pub(super) fn write_back_all(f: &impl AsRawFd) {
 }
 
 /// Every mapped extent of an open file, once its cached data is written back.
-pub fn extents_of(f: &File) -> Result<Vec<Mapping>, String> {
+pub fn extents_of(f: &File) -> Result<Vec<FileExtent>, String> {
     write_back(f);
     let mut all = Vec::new();
     let mut start = 0;
@@ -78,9 +78,9 @@ pub fn extents(path: &Path, json: bool) -> ExitCode {
                 format!(
                     "{{\"file_offset\":{},\"length\":{},\"pfn\":{},\"shared\":{},\"poisoned\":{}}}",
                     m.fblock.byte(),
-                    m.len * PAGE_SIZE,
+                    m.pages * PAGE_SIZE,
                     m.pfn,
-                    m.shared,
+                    m.co_owned,
                     m.poisoned
                 )
             })
@@ -90,9 +90,9 @@ pub fn extents(path: &Path, json: bool) -> ExitCode {
         println!("{:>5} {:>16} {:>14} {:>12}  flags", "ext", "file_offset", "length", "pfn");
         for (i, m) in maps.iter().enumerate() {
             let flags: Vec<&str> =
-                [(m.shared, "shared"), (m.poisoned, "poisoned")].iter().filter(|f| f.0).map(|f| f.1).collect();
+                [(m.co_owned, "shared"), (m.poisoned, "poisoned")].iter().filter(|f| f.0).map(|f| f.1).collect();
             let flags = flags.join(",");
-            println!("{i:>5} {:>16} {:>14} {:>12}  {flags}", m.fblock.byte(), m.len * PAGE_SIZE, m.pfn);
+            println!("{i:>5} {:>16} {:>14} {:>12}  {flags}", m.fblock.byte(), m.pages * PAGE_SIZE, m.pfn);
         }
     }
     ExitCode::SUCCESS
@@ -248,11 +248,17 @@ fn verify_shared(s: &File, d: &File, soff: u64, doff: u64, len: u64) -> Result<(
 
 /// Whether every page of the source's `[soff, soff + len)` is at the same place in the
 /// destination's `[doff, doff + len)`, and shared.
-pub(super) fn shared_everywhere(s: &[Mapping], d: &[Mapping], soff: u64, doff: u64, len: u64) -> Result<(), String> {
+pub(super) fn shared_everywhere(
+    s: &[FileExtent],
+    d: &[FileExtent],
+    soff: u64,
+    doff: u64,
+    len: u64,
+) -> Result<(), String> {
     // Both lists come in file order, so page i of one must be page i of the other.
-    let pages = |maps: &[Mapping], off: u64| -> Vec<(u64, Pfn, bool)> {
+    let pages = |maps: &[FileExtent], off: u64| -> Vec<(u64, Pfn, bool)> {
         maps.iter()
-            .flat_map(|m| (0..m.len).map(move |i| (m.fblock.plus(i).byte(), m.pfn.plus(i), m.shared)))
+            .flat_map(|m| (0..m.pages).map(move |i| (m.fblock.plus(i).byte(), m.pfn.plus(i), m.co_owned)))
             .filter(|(o, _, _)| *o >= off && *o < off + len)
             .map(|(o, p, sh)| (o - off, p, sh))
             .collect()

@@ -580,7 +580,7 @@ impl Walk {
         &mut self,
         s: &std::fs::File,
         d: OwnedFd,
-        smaps: &[crate::fs::Mapping],
+        smaps: &[crate::fs::FileExtent],
         st: &libc::stat,
         xattrs: &[(CString, Vec<u8>)],
         p: &Place,

@@ -63,9 +63,9 @@ mod tests {
     struct Fixed(Vec<Owner>, Cell<u32>);
 
     impl HolderOps for Fixed {
-        fn notify_failure(&self, offset: ArenaOffset, len: u64, _flags: u32) -> Vec<Owner> {
+        fn notify_failure(&self, offset: ArenaOffset, bytes: u64, _flags: u32) -> Vec<Owner> {
             self.1.set(self.1.get() + 1);
-            let (s, e) = (offset.0 / PAGE_SIZE, (offset.0 + len) / PAGE_SIZE);
+            let (s, e) = (offset.0 / PAGE_SIZE, (offset.0 + bytes) / PAGE_SIZE);
             self.0.iter().copied().filter(|o| o.pfn.0 >= s && o.pfn.0 < e).collect()
         }
     }

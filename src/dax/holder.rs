@@ -13,6 +13,6 @@ pub struct Owner {
 }
 
 pub trait HolderOps {
-    /// Every owner of the arena bytes `[offset, offset + len)`.
-    fn notify_failure(&self, offset: ArenaOffset, len: u64, flags: u32) -> Vec<Owner>;
+    /// Every owner of the arena bytes `[offset, offset + bytes)`.
+    fn notify_failure(&self, offset: ArenaOffset, bytes: u64, flags: u32) -> Vec<Owner>;
 }

@@ -59,10 +59,10 @@ pub struct PageTable {
 }
 
 impl PageTable {
-    pub fn new(base: Pfn, len: u64) -> Self {
+    pub fn new(base: Pfn, pages: u64) -> Self {
         PageTable {
             base,
-            pages: vec![PageRecord::default(); len as usize],
+            pages: vec![PageRecord::default(); pages as usize],
             warnings: AtomicU64::new(0),
             bad: BTreeSet::new(),
             holder_calls: 0,

@@ -9,6 +9,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
+use crate::arena::{OneFileRange, Pinned};
+use crate::types::ArenaOffset;
+
 #[derive(Default)]
 pub struct Copies {
     epoch: AtomicUsize,
@@ -45,6 +48,17 @@ impl Copies {
         }
     }
 }
+
+impl Pin {
+    /// The token the arena's pinned copies take: `[off, off + bytes)` is one file's,
+    /// planned under the lock this pin was taken under, and stays that file's (or
+    /// unused) while the pin is held.
+    pub fn range(&self, off: ArenaOffset, bytes: u64) -> OneFileRange<'_> {
+        OneFileRange::new(self, off, bytes)
+    }
+}
+
+impl Pinned for Pin {}
 
 impl Drop for Pin {
     fn drop(&mut self) {

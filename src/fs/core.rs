@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use super::Ctx;
 use super::acl::{ACL_ACCESS, Acl};
 use super::copies::Copies;
-use super::error::{Error, Result};
+use super::error::{CheckError, Error, Flushed, PoolError, Result};
 use super::inode::{Attr, Body, FL_SUPPORTED, Kind, Timespec};
 use super::journal::Journal;
 use super::record::{Record, decode_all, encode_all, records};
@@ -16,6 +16,7 @@ use super::state::{Mode, State};
 use super::tx::Tx;
 use crate::arena::{Geometry, Media};
 use crate::dax::{Failure, PageState};
+use crate::runs::runs;
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// When reads update atime.
@@ -88,14 +89,17 @@ pub struct Stats {
     pub holder_calls: u64,
 }
 
-/// A run of a file's blocks on consecutive pages with one sharing state.
+/// A run of a file's blocks on consecutive pages with one sharing state, as
+/// `daxlink extents` shows it (FIEMAP's `fiemap_extent`). Not the page table's
+/// `mapping`, which names a page's owner inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
+pub struct FileExtent {
     pub fblock: FileBlock,
     pub pfn: Pfn,
-    pub len: u64,
-    /// Another file maps these pages too (a write copies them first).
-    pub shared: bool,
+    pub pages: u64,
+    /// Another file maps these pages too (their share count is above 1): a write
+    /// copies them first.
+    pub co_owned: bool,
     /// The pages failed: this file reads EIO here.
     pub poisoned: bool,
 }
@@ -139,8 +143,8 @@ pub struct Core {
 
 impl Core {
     pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
-        let geo = Geometry::for_size(media.len(), uuid).map_err(|e| Error::Pool(e.0))?;
-        geo.write(media).map_err(|e| Error::Io(format!("writing the superblock: {e}")))?;
+        let geo = Geometry::for_size(media.len(), uuid)?;
+        geo.write(media).map_err(|e| Error::Flush(Flushed::Superblock, e.raw_os_error().unwrap_or(libc::EIO)))?;
         let root = Attr::new(Ino::ROOT, libc::S_IFDIR | 0o755, ctx.uid, ctx.gid, Timespec::now());
         Journal::format(media, &geo, &encode_all(&[Record::SetInode(root)]))?;
         Ok(())
@@ -148,7 +152,7 @@ impl Core {
 
     pub fn open(media: Arc<dyn Media>, opts: Options) -> Result<Core> {
         let mut core = Core::load(media, opts, Mode::Replay)?;
-        core.st.check().map_err(|e| Error::Pool(format!("inconsistent metadata: {e}; run daxlink fsck --repair")))?;
+        core.st.check().map_err(PoolError::Inconsistent)?;
         if !opts.read_only {
             core.free_orphans()?;
             // A fresh generation: nothing left in the log region can replay again.
@@ -159,18 +163,18 @@ impl Core {
 
     /// Rebuilds the state from the newest checkpoint and its log, without judging it.
     pub(super) fn load(media: Arc<dyn Media>, opts: Options, mode: Mode) -> Result<Core> {
-        let geo = Geometry::read(&*media).map_err(|e| Error::Pool(e.0))?;
+        let geo = Geometry::read(&*media)?;
         let rec = Journal::recover(&*media, &geo)?;
         let mut st = State::new(geo);
         let mut journal = rec.journal;
         for r in records(&rec.checkpoint) {
-            let r = r.map_err(|e| Error::Pool(format!("checkpoint: {e}")))?;
-            st.apply(&r, mode).map_err(|e| Error::Pool(format!("checkpoint: {e}; run daxlink fsck")))?;
+            let r = r.map_err(PoolError::CheckpointRecords)?;
+            st.apply(&r, mode).map_err(PoolError::CheckpointApply)?;
         }
         for (n, tx) in rec.transactions.iter().enumerate() {
-            let recs = decode_all(tx).map_err(|e| Error::Pool(format!("log transaction {n}: {e}")))?;
+            let recs = decode_all(tx).map_err(|e| PoolError::LogRecords(n, e))?;
             for r in &recs {
-                st.apply(r, mode).map_err(|e| Error::Pool(format!("log transaction {n}: {e}; run daxlink fsck")))?;
+                st.apply(r, mode).map_err(|e| PoolError::LogApply(n, e))?;
             }
             journal.account_replayed(recs.iter().map(|r| r.growth_bound(&|_| false)).sum());
         }
@@ -213,7 +217,7 @@ impl Core {
 
     /// Inodes with no name and no opener (unlinked while open before a crash).
     fn free_orphans(&mut self) -> Result<()> {
-        let mut orphans: Vec<Ino> = self.st.inodes.values().filter(|i| i.attr.nlink == 0).map(|i| i.attr.ino).collect();
+        let mut orphans: Vec<Ino> = self.st.inodes().filter(|(_, i)| i.attr.nlink == 0).map(|(ino, _)| ino).collect();
         orphans.sort();
         if orphans.is_empty() {
             return Ok(());
@@ -236,12 +240,12 @@ impl Core {
             return Ok(());
         }
         let payload = encode_all(&recs);
-        let exists = |ino| self.st.inodes.contains_key(&ino);
+        let exists = |ino| self.st.inode(ino).is_some();
         // A map that lengthens an existing extent (appends, sequential writes) adds
         // nothing to the checkpoint.
         let lengthens = |r: &Record| match r {
             Record::Map { ino, fblock, pfn, .. } => {
-                self.st.inodes.get(ino).and_then(|i| i.extents()).is_some_and(|m| m.continues(*fblock, *pfn))
+                self.st.inode(*ino).and_then(|i| i.extents()).is_some_and(|m| m.continues(*fblock, *pfn))
             }
             _ => false,
         };
@@ -257,11 +261,11 @@ impl Core {
             if let Record::SetInode(a) = r {
                 self.dirty.remove(&a.ino);
             }
-            if let Err(e) = self.st.apply(r, Mode::Live) {
-                let msg = format!("internal inconsistency applying {r:?}: {e}; filesystem is now read-only");
-                log::error!("{msg}");
-                self.shut_down(msg.clone());
-                return Err(Error::Io(msg));
+            if let Err(why) = self.st.apply(r, Mode::Live) {
+                let e = Error::Shutdown { record: format!("{r:?}"), why };
+                log::error!("{e}");
+                self.shut_down(e.to_string());
+                return Err(e);
             }
         }
         Ok(())
@@ -322,8 +326,7 @@ impl Core {
         }
         let mut dirty: Vec<Ino> = self.dirty.iter().copied().collect();
         dirty.sort();
-        let recs =
-            dirty.into_iter().filter_map(|ino| self.st.inodes.get(&ino).map(|i| Record::SetInode(i.attr))).collect();
+        let recs = dirty.into_iter().filter_map(|ino| self.st.inode(ino).map(|i| Record::SetInode(i.attr))).collect();
         self.commit(recs)?;
         self.journal.flush(&*self.media)?;
         self.committed();
@@ -343,12 +346,12 @@ impl Core {
 
     /// Allocates `n` pages near `goal`; reclaims busy pages with a log flush if needed.
     pub(super) fn alloc_pages(&mut self, goal: Pfn, n: u64) -> Result<Vec<(Pfn, u64)>> {
-        if let Some(v) = self.st.alloc.alloc(goal, n) {
+        if let Some(v) = self.st.allocate(goal, n) {
             return Ok(v);
         }
-        if self.st.alloc.busy_pages() > 0 {
+        if self.st.allocator().busy_pages() > 0 {
             self.sync()?;
-            if let Some(v) = self.st.alloc.alloc(goal, n) {
+            if let Some(v) = self.st.allocate(goal, n) {
                 return Ok(v);
             }
         }
@@ -357,13 +360,11 @@ impl Core {
 
     /// Returns pages allocated for a change that then failed before it was logged.
     pub(super) fn unalloc(&mut self, runs: &[(Pfn, u64)]) {
-        for &(p, n) in runs {
-            self.st.alloc.free_later(p, n);
-        }
+        self.st.give_back(runs);
     }
 
     pub(super) fn inode(&self, ino: Ino) -> Result<&super::inode::Inode> {
-        self.st.inodes.get(&ino).ok_or(Error::NotFound)
+        self.st.inode(ino).ok_or(Error::NotFound)
     }
 
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
@@ -515,7 +516,7 @@ impl Core {
             return Ok(());
         }
         self.open.remove(&ino);
-        if self.st.inodes.get(&ino).is_some_and(|i| i.attr.nlink == 0) && self.writable().is_ok() {
+        if self.st.inode(ino).is_some_and(|i| i.attr.nlink == 0) && self.writable().is_ok() {
             self.commit(vec![Record::FreeInode { ino }])?;
         }
         Ok(())
@@ -532,14 +533,14 @@ impl Core {
         // create would fail. Used inodes (files - ffree) are always exactly the inodes.
         let cap = self.journal.checkpoint_capacity();
         let room = cap.saturating_sub(self.journal.checkpoint_bound());
-        let inodes = self.st.inodes.len() as u64;
+        let inodes = self.st.inode_count();
         let mut ffree = (cap / INODE_COST).saturating_sub(inodes);
         if room < cap / 8 {
             ffree = ffree.min(room / INODE_COST);
         }
         StatFs {
-            blocks: self.st.geo.data_pages(),
-            bfree: self.st.alloc.free_pages() + self.st.alloc.busy_pages(),
+            blocks: self.st.geo().data_pages(),
+            bfree: self.st.allocator().free_pages() + self.st.allocator().busy_pages(),
             files: inodes + ffree,
             ffree,
             bsize: PAGE_SIZE as u32,
@@ -548,82 +549,77 @@ impl Core {
     }
 
     pub fn stats(&mut self) -> Stats {
-        let (_, shared) = self.st.pages.counts();
-        let total = self.st.geo.data_pages();
+        let (_, shared) = self.st.pages().counts();
+        let total = self.st.geo().data_pages();
         // As statfs counts: a failed page is used, a page waiting for the log is free.
-        let free = self.st.alloc.free_pages() + self.st.alloc.busy_pages();
+        let free = self.st.allocator().free_pages() + self.st.allocator().busy_pages();
         Stats {
             block_size: PAGE_SIZE,
             pages_total: total,
             pages_used: total - free,
             pages_free: free,
             pages_shared: shared,
-            warnings: self.st.pages.warnings(),
-            inodes: self.st.inodes.len() as u64,
+            warnings: self.st.pages().warnings(),
+            inodes: self.st.inode_count(),
             log_bytes: self.journal.log_used(),
             generation: self.journal.generation(),
-            pages_bad: self.st.pages.bad_pages().count() as u64,
-            holder_calls: self.st.pages.holder_calls(),
+            pages_bad: self.st.pages().bad_pages().count() as u64,
+            holder_calls: self.st.pages().holder_calls(),
         }
     }
 
     /// The file's mapped ranges, split where pages change between shared (another
     /// file holds them too) and private: what `daxlink extents` shows.
-    pub fn extents(&mut self, ino: Ino) -> Result<Vec<Mapping>> {
+    pub fn extents(&mut self, ino: Ino) -> Result<Vec<FileExtent>> {
         Ok(self.extents_from(ino, FileBlock(0), usize::MAX)?.0)
     }
 
     /// At most `max` of those ranges from block `from` on, and whether more follow: a
     /// batch costs what it returns, not the whole file.
-    pub fn extents_from(&mut self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<Mapping>, bool)> {
+    pub fn extents_from(&mut self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<FileExtent>, bool)> {
         let Body::File(m) = &self.inode(ino)?.body else {
             return Err(Error::Invalid);
         };
-        let mut out: Vec<Mapping> = Vec::new();
-        for x in m.iter_from(from) {
-            for i in 0..x.len {
-                let (fblock, pfn) = (x.fblock.plus(i), x.pfn.plus(i));
-                let shared = self.page_is_shared(pfn);
-                let poisoned = self.is_poisoned(ino, fblock);
-                let full = out.len() == max;
-                match out.last_mut() {
-                    Some(l)
-                        if l.fblock.plus(l.len) == fblock
-                            && l.pfn.plus(l.len) == pfn
-                            && (l.shared, l.poisoned) == (shared, poisoned) =>
-                    {
-                        l.len += 1
-                    }
-                    _ if full => return Ok((out, true)),
-                    _ => out.push(Mapping { fblock, pfn, len: 1, shared, poisoned }),
-                }
-            }
-        }
-        Ok((out, false))
+        let pages = m.iter_from(from).flat_map(|x| (0..x.pages).map(move |i| (x.fblock.plus(i), x.pfn.plus(i))));
+        let states = pages.map(|(b, p)| (b, p, self.page_is_co_owned(p), self.is_poisoned(ino, b)));
+        let same =
+            |(b0, p0, c0, q0): &(FileBlock, Pfn, bool, bool), n: u64, (b, p, c, q): &(FileBlock, Pfn, bool, bool)| {
+                b0.plus(n) == *b && p0.plus(n) == *p && (c0, q0) == (c, q)
+            };
+        let mut extents = runs(states, same).map(|((fblock, pfn, co_owned, poisoned), pages)| FileExtent {
+            fblock,
+            pfn,
+            pages,
+            co_owned,
+            poisoned,
+        });
+        let out: Vec<FileExtent> = extents.by_ref().take(max).collect();
+        let more = extents.next().is_some();
+        Ok((out, more))
     }
 
     pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {
-        if !self.st.geo.is_data(pfn) {
+        if !self.st.geo().is_data(pfn) {
             return Err(Error::Invalid);
         }
-        Ok(self.st.pages.state(pfn))
+        Ok(self.st.pages().state(pfn))
     }
 
     pub fn page_is_bad(&mut self, pfn: Pfn) -> Result<bool> {
-        if !self.st.geo.is_data(pfn) {
+        if !self.st.geo().is_data(pfn) {
             return Err(Error::Invalid);
         }
-        Ok(self.st.pages.is_bad(pfn))
+        Ok(self.st.pages().is_bad(pfn))
     }
 
-    pub fn check(&mut self) -> std::result::Result<(), String> {
+    pub fn check(&mut self) -> std::result::Result<(), CheckError> {
         self.st.check()?;
         let cp = self.st.encode_checkpoint().len() as u64;
         if cp > self.journal.checkpoint_bound() {
-            return Err(format!(
+            return Err(CheckError::Journal(format!(
                 "checkpoint of {cp} bytes exceeds the bound {} the log admission assumed",
                 self.journal.checkpoint_bound()
-            ));
+            )));
         }
         Ok(())
     }

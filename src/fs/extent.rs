@@ -7,23 +7,23 @@ use std::collections::BTreeMap;
 
 use crate::types::{FileBlock, Pfn};
 
-/// One mapped range: `len` pages of the file starting at `fblock` live at `pfn..`.
+/// One mapped range: `pages` pages of the file starting at `fblock` live at `pfn..`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
     pub fblock: FileBlock,
     pub pfn: Pfn,
-    pub len: u64,
+    pub pages: u64,
 }
 
 impl Extent {
     pub fn end(&self) -> FileBlock {
-        self.fblock.plus(self.len)
+        self.fblock.plus(self.pages)
     }
     /// The part of this extent inside `[from, to)`.
     fn clip(&self, from: FileBlock, to: FileBlock) -> Option<Extent> {
         let s = self.fblock.max(from);
         let e = self.end().min(to);
-        (s < e).then(|| Extent { fblock: s, pfn: self.pfn.plus(s.0 - self.fblock.0), len: e.0 - s.0 })
+        (s < e).then(|| Extent { fblock: s, pfn: self.pfn.plus(s.0 - self.fblock.0), pages: e.0 - s.0 })
     }
 }
 
@@ -48,12 +48,12 @@ impl ExtentMap {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.map.iter().map(|(f, (p, l))| Extent { fblock: FileBlock(*f), pfn: *p, len: *l })
+        self.map.iter().map(|(f, (p, l))| Extent { fblock: FileBlock(*f), pfn: *p, pages: *l })
     }
 
-    /// The mapped pieces of `[from, from + len)`, in file order.
-    pub fn range(&self, from: FileBlock, len: u64) -> Vec<Extent> {
-        let to = FileBlock(from.0.saturating_add(len));
+    /// The mapped pieces of `[from, from + blocks)`, in file order.
+    pub fn range(&self, from: FileBlock, blocks: u64) -> Vec<Extent> {
+        let to = FileBlock(from.0.saturating_add(blocks));
         self.iter_from(from).take_while(|x| x.fblock < to).filter_map(|x| x.clip(from, to)).collect()
     }
 
@@ -62,7 +62,7 @@ impl ExtentMap {
     pub fn iter_from(&self, from: FileBlock) -> impl Iterator<Item = Extent> + '_ {
         let start = self.map.range(..=from.0).next_back().map(|(f, _)| *f).unwrap_or(from.0);
         self.map.range(start..).filter_map(move |(f, (p, l))| {
-            Extent { fblock: FileBlock(*f), pfn: *p, len: *l }.clip(from, FileBlock(u64::MAX))
+            Extent { fblock: FileBlock(*f), pfn: *p, pages: *l }.clip(from, FileBlock(u64::MAX))
         })
     }
 
@@ -99,30 +99,30 @@ impl ExtentMap {
 
     /// Maps a range that must be unmapped; merges with touching neighbours.
     pub fn insert(&mut self, e: Extent) {
-        debug_assert!(e.len > 0);
-        debug_assert!(self.range(e.fblock, e.len).is_empty(), "insert over mapped range");
+        debug_assert!(e.pages > 0);
+        debug_assert!(self.range(e.fblock, e.pages).is_empty(), "insert over mapped range");
         let mut e = e;
-        self.pages += e.len;
+        self.pages += e.pages;
         if let Some((&f, &(p, l))) = self.map.range(..e.fblock.0).next_back()
             && f + l == e.fblock.0
             && p.0 + l == e.pfn.0
         {
             self.map.remove(&f);
-            e = Extent { fblock: FileBlock(f), pfn: p, len: l + e.len };
+            e = Extent { fblock: FileBlock(f), pfn: p, pages: l + e.pages };
         }
         if let Some(&(p, l)) = self.map.get(&e.end().0)
-            && e.pfn.0 + e.len == p.0
+            && e.pfn.0 + e.pages == p.0
         {
             self.map.remove(&e.end().0);
-            e.len += l;
+            e.pages += l;
         }
-        self.map.insert(e.fblock.0, (e.pfn, e.len));
+        self.map.insert(e.fblock.0, (e.pfn, e.pages));
     }
 
-    /// Unmaps `[from, from + len)` and returns the pieces that were mapped there.
-    pub fn remove(&mut self, from: FileBlock, len: u64) -> Vec<Extent> {
-        let to = FileBlock(from.0.saturating_add(len));
-        let pieces = self.range(from, len);
+    /// Unmaps `[from, from + blocks)` and returns the pieces that were mapped there.
+    pub fn remove(&mut self, from: FileBlock, blocks: u64) -> Vec<Extent> {
+        let to = FileBlock(from.0.saturating_add(blocks));
+        let pieces = self.range(from, blocks);
         for piece in &pieces {
             // The whole extent holding this piece.
             let (&f, &(p, l)) = self.map.range(..=piece.fblock.0).next_back().expect("piece comes from an extent");
@@ -133,7 +133,7 @@ impl ExtentMap {
             if f + l > to.0 {
                 self.map.insert(to.0, (p.plus(to.0 - f), f + l - to.0));
             }
-            self.pages -= piece.len;
+            self.pages -= piece.pages;
         }
         pieces
     }
@@ -142,18 +142,18 @@ impl ExtentMap {
         let mut prev: Option<Extent> = None;
         let mut pages = 0;
         for e in self.iter() {
-            if e.len == 0 {
+            if e.pages == 0 {
                 return Err(format!("empty extent at block {}", e.fblock));
             }
             if let Some(p) = prev {
                 if p.end() > e.fblock {
                     return Err(format!("extents overlap at block {}", e.fblock));
                 }
-                if p.end() == e.fblock && p.pfn.0 + p.len == e.pfn.0 {
+                if p.end() == e.fblock && p.pfn.0 + p.pages == e.pfn.0 {
                     return Err(format!("touching extents not merged at block {}", e.fblock));
                 }
             }
-            pages += e.len;
+            pages += e.pages;
             prev = Some(e);
         }
         if pages != self.pages {
@@ -168,7 +168,7 @@ mod tests {
     use super::*;
 
     fn ext(f: u64, p: u64, l: u64) -> Extent {
-        Extent { fblock: FileBlock(f), pfn: Pfn(p), len: l }
+        Extent { fblock: FileBlock(f), pfn: Pfn(p), pages: l }
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! zero them (that would change fsync'd bytes before the truncate is durable); instead
 //! any change that moves EOF up zeroes them first, while they are still invisible.
 
+use super::copies::Pin;
 use super::core::{AtimeMode, Core};
-use super::error::{Error, Result};
+use super::error::{Error, Flushed, Result};
 use super::inode::{Body, FL_NOATIME, Kind, MAX_FILE_SIZE, Timespec};
 use super::record::Record;
 use super::state::MAX_FILE_BLOCKS;
@@ -13,7 +14,7 @@ use super::tx::Tx;
 use super::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 use crate::arena::Media;
 use crate::dax::PageState;
-use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
+use crate::types::{ArenaOffset, FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// What a store writes.
 #[derive(Clone, Copy)]
@@ -32,6 +33,35 @@ impl Src<'_> {
     }
 }
 
+/// What a store does to one block.
+#[derive(Clone, Copy)]
+enum BlockPlan {
+    /// The file alone owns the page: the bytes go in place.
+    InPlace(Pfn),
+    /// A fresh page: a copy of `old` (shared, or failed and wholly rewritten), or a
+    /// hole filled.
+    Fresh { old: Option<Pfn> },
+    /// A hole that zeros keep.
+    Hole,
+}
+
+/// A store of `len` bytes at `off`, block by block, planned before anything changes;
+/// `fresh` blocks need a page each, best allocated from `goal` on.
+struct StorePlan {
+    off: u64,
+    len: u64,
+    blocks: Vec<(FileBlock, BlockPlan)>,
+    fresh: u64,
+    goal: Pfn,
+}
+
+impl StorePlan {
+    /// Whether the store writes block `b` whole.
+    fn covers(&self, b: FileBlock) -> bool {
+        b.byte() >= self.off && b.byte() + PAGE_SIZE <= self.off + self.len
+    }
+}
+
 /// The bytes of a read: `len` of them, zero but for `runs` of (offset in the read,
 /// arena offset, length). Carried out after the fs lock is dropped (see `Fs::read`);
 /// the pages stay the file's or at least unused until the reader is done
@@ -43,10 +73,11 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
-    pub fn read(&self, media: &dyn Media) -> Result<Vec<u8>> {
+    /// Carries the read out under `pin` (taken with the plan, under the lock).
+    pub fn read(&self, media: &dyn Media, pin: &Pin) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; self.len];
         for (arena, r) in &self.runs {
-            media.read(*arena, &mut buf[r.clone()])?;
+            media.read_pinned(pin.range(*arena, r.len() as u64), &mut buf[r.clone()])?;
         }
         Ok(buf)
     }
@@ -59,38 +90,35 @@ pub struct WritePlan {
 }
 
 /// Bytes of a request on one extent: (arena offset, their offsets in the request).
-type ByteRun = (u64, std::ops::Range<usize>);
+type ByteRun = (ArenaOffset, std::ops::Range<usize>);
 
 /// Where the bytes `[off, end)` of a file meet extent `x` (which overlaps them).
 fn byte_run(x: &super::extent::Extent, off: u64, end: u64) -> ByteRun {
     let s = x.fblock.byte().max(off);
     let e = x.end().byte().min(end);
-    (x.pfn.offset().0 + (s - x.fblock.byte()), (s - off) as usize..(e - off) as usize)
+    (x.pfn.offset().plus(s - x.fblock.byte()), (s - off) as usize..(e - off) as usize)
 }
 
 impl WritePlan {
-    pub fn write(&self, media: &dyn Media, data: &[u8]) -> Result<()> {
+    /// Carries the write out under `pin` (taken with the plan, under the lock).
+    pub fn write(&self, media: &dyn Media, pin: &Pin, data: &[u8]) -> Result<()> {
         for (arena, r) in &self.runs {
-            media.write(*arena, &data[r.clone()])?;
+            media.write_pinned(pin.range(*arena, r.len() as u64), &data[r.clone()])?;
         }
         Ok(())
     }
 }
 
 /// Groups consecutive `(block, page)` pairs into `(first block, first page, count)`.
-fn runs(pairs: &[(FileBlock, Pfn)]) -> Vec<(FileBlock, Pfn, u64)> {
-    let mut out: Vec<(FileBlock, Pfn, u64)> = Vec::new();
-    for &(b, p) in pairs {
-        match out.last_mut() {
-            Some((fb, fp, n)) if fb.0 + *n == b.0 && fp.0 + *n == p.0 => *n += 1,
-            _ => out.push((b, p, 1)),
-        }
-    }
-    out
+fn runs(pairs: &[(FileBlock, Pfn)]) -> impl Iterator<Item = (FileBlock, Pfn, u64)> + '_ {
+    crate::runs::runs(pairs.iter().copied(), |(fb, fp), n, (b, p)| fb.0 + n == b.0 && fp.0 + n == p.0)
+        .map(|((b, p), n)| (b, p, n))
 }
 
 impl Core {
-    fn file_size(&self, ino: Ino) -> Result<u64> {
+    /// The size of a regular file; `EISDIR` for a directory, `EINVAL` for any other
+    /// kind (what read, write, fallocate and the remap calls answer).
+    pub(super) fn file_size(&self, ino: Ino) -> Result<u64> {
         let i = self.inode(ino)?;
         match i.attr.kind() {
             Kind::File => Ok(i.attr.size),
@@ -110,12 +138,13 @@ impl Core {
     /// A page another file holds must be copied before it is written; so must one that
     /// lost an owner since the last commit, which a crash could give back.
     pub(super) fn page_is_cow(&self, pfn: Pfn) -> bool {
-        self.page_is_shared(pfn) || self.st.unshared_since_commit.contains(&pfn)
+        self.page_is_co_owned(pfn) || self.st.lost_owner_since_commit(pfn)
     }
 
-    /// Whether another file maps the page too.
-    pub(super) fn page_is_shared(&self, pfn: Pfn) -> bool {
-        matches!(self.st.pages.state(pfn), PageState::Shared { share } if share > 1)
+    /// Whether another file maps the page too: its share count is above 1. (A page
+    /// `is_shared` in the page table from its first clone on, down to share 1.)
+    pub(super) fn page_is_co_owned(&self, pfn: Pfn) -> bool {
+        matches!(self.st.pages().state(pfn), PageState::Shared { share } if share > 1)
     }
 
     /// Applies the atime policy after a read of `ino`.
@@ -123,8 +152,7 @@ impl Core {
         if !self.atime_due(ino) {
             return;
         }
-        if let Some(i) = self.st.inodes.get_mut(&ino) {
-            i.attr.atime = Timespec::now();
+        if self.st.touch_atime(ino, Timespec::now()) {
             self.touch(ino);
         }
     }
@@ -133,7 +161,7 @@ impl Core {
     /// (relatime: atime not after mtime or ctime, or a day old), the file's noatime
     /// flag, and nothing on a read-only filesystem.
     pub fn atime_due(&mut self, ino: Ino) -> bool {
-        let Some(a) = self.st.inodes.get(&ino).map(|i| i.attr) else { return false };
+        let Some(a) = self.st.inode(ino).map(|i| i.attr) else { return false };
         if self.writable().is_err() || a.flags & FL_NOATIME != 0 {
             return false;
         }
@@ -153,9 +181,10 @@ impl Core {
         Ok(plan)
     }
 
-    /// Reads up to EOF without touching atime.
+    /// Reads up to EOF without touching atime (under the lock, so the pin is only
+    /// what the pinned copy asks for).
     pub(super) fn read_raw(&self, ino: Ino, off: u64, len: u64) -> Result<Vec<u8>> {
-        self.plan_raw(ino, off, len, false)?.read(&*self.media)
+        self.plan_raw(ino, off, len, false)?.read(&*self.media, &self.copies.pin())
     }
 
     /// Where the bytes of a read up to EOF are; a read stops before a poisoned block
@@ -190,7 +219,7 @@ impl Core {
             return Ok(());
         }
         let mut page = vec![0u8; PAGE_SIZE as usize];
-        self.media.read(p.offset().0, &mut page)?;
+        self.media.read(p.offset(), &mut page)?;
         // Rewriting a whole page with its own bytes copies it and changes nothing else.
         let mut tx = Tx::new();
         let allocated = self.store(&mut tx, ino, b.byte(), Src::Bytes(&page))?;
@@ -201,33 +230,10 @@ impl Core {
     /// into fresh pages for holes (zeros keep holes) and shared pages (COW). Records
     /// the remaps in `tx`; returns the pages it allocated.
     fn store(&mut self, tx: &mut Tx, ino: Ino, off: u64, src: Src) -> Result<Vec<(Pfn, u64)>> {
-        let len = src.len();
-        if len == 0 {
-            return Ok(Vec::new());
-        }
-        let first = FileBlock::of(off);
-        let last = FileBlock::of(off + len - 1);
-        let m = self.extent_map(ino)?;
-        let mut fresh = Vec::new(); // (block, old page if COW)
-        for b in first.0..=last.0 {
-            let b = FileBlock(b);
-            let covered = b.byte() >= off && b.byte() + PAGE_SIZE <= off + len;
-            match m.lookup(b) {
-                // Only a whole-page write may replace a failed page's contents.
-                Some(_) if self.is_poisoned(ino, b) && (!covered || matches!(src, Src::Zeros(_))) => {
-                    return Err(Error::HwPoison);
-                }
-                Some(p) if self.is_poisoned(ino, b) || self.page_is_cow(p) => fresh.push((b, Some(p))),
-                Some(_) => {}
-                None if matches!(src, Src::Zeros(_)) => {}
-                None => fresh.push((b, None)),
-            }
-        }
-        let goal =
-            first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))).map_or(self.st.geo.data_start, |p| p.plus(1));
-        let allocated = self.alloc_pages(goal, fresh.len() as u64)?;
+        let plan = self.plan_store(ino, off, src)?;
+        let allocated = self.alloc_pages(plan.goal, plan.fresh)?;
         self.prepare_write(&allocated);
-        match self.store_into(tx, ino, off, src, &fresh, &allocated) {
+        match self.carry_out(tx, ino, &plan, src, &allocated) {
             Ok(()) => Ok(allocated),
             Err(e) => {
                 self.unalloc(&allocated);
@@ -236,54 +242,74 @@ impl Core {
         }
     }
 
-    /// `store`'s copies, into the `allocated` pages for the `fresh` blocks and in
-    /// place elsewhere.
-    fn store_into(
-        &mut self,
-        tx: &mut Tx,
-        ino: Ino,
-        off: u64,
-        src: Src,
-        fresh: &[(FileBlock, Option<Pfn>)],
-        allocated: &[(Pfn, u64)],
-    ) -> Result<()> {
-        let (len, first) = (src.len(), FileBlock::of(off));
-        let last = FileBlock::of(off + len - 1);
-        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
-        let mut remap = Vec::with_capacity(fresh.len());
-        let mut cow = Vec::new();
-        for &(b, old) in fresh {
-            let np = pages.next().expect("allocated one page per block");
-            let covered = b.byte() >= off && b.byte() + PAGE_SIZE <= off + len;
-            if !covered {
-                match old {
-                    Some(op) => {
-                        let mut page = vec![0u8; PAGE_SIZE as usize];
-                        self.media.read(op.offset().0, &mut page)?;
-                        self.media.write(np.offset().0, &page)?;
-                    }
-                    None => self.media.fill(np.offset().0, PAGE_SIZE, 0)?,
-                }
-            }
-            remap.push((b, np));
-            if old.is_some() {
-                cow.push((b, np));
-            }
+    /// What `store` does to each block, decided from the state alone.
+    fn plan_store(&self, ino: Ino, off: u64, src: Src) -> Result<StorePlan> {
+        let len = src.len();
+        let mut plan = StorePlan { off, len, blocks: Vec::new(), fresh: 0, goal: self.st.geo().data_start };
+        if len == 0 {
+            return Ok(plan);
         }
-        // Write the bytes: into the new page where there is one, else in place.
-        // Consecutive blocks on consecutive pages go in one store.
+        let (first, last) = (FileBlock::of(off), FileBlock::of(off + len - 1));
         let m = self.extent_map(ino)?;
-        let mut fresh_pages = remap.iter().peekable();
-        let mut run: Option<ByteRun> = None;
         for b in first.0..=last.0 {
             let b = FileBlock(b);
-            let new = fresh_pages.next_if(|(rb, _)| *rb == b).map(|(_, p)| *p);
-            let Some(p) = new.or_else(|| m.lookup(b)) else { continue };
+            let action = match m.lookup(b) {
+                // Only a whole-page write may replace a failed page's contents.
+                Some(_) if self.is_poisoned(ino, b) && (!plan.covers(b) || matches!(src, Src::Zeros(_))) => {
+                    return Err(Error::HwPoison);
+                }
+                Some(p) if self.is_poisoned(ino, b) || self.page_is_cow(p) => BlockPlan::Fresh { old: Some(p) },
+                Some(p) => BlockPlan::InPlace(p),
+                None if matches!(src, Src::Zeros(_)) => BlockPlan::Hole,
+                None => BlockPlan::Fresh { old: None },
+            };
+            plan.fresh += matches!(action, BlockPlan::Fresh { .. }) as u64;
+            plan.blocks.push((b, action));
+        }
+        if let Some(p) = first.0.checked_sub(1).and_then(|b| m.lookup(FileBlock(b))) {
+            plan.goal = p.plus(1);
+        }
+        Ok(plan)
+    }
+
+    /// Carries out `plan` with the `allocated` pages (one per fresh block, in order):
+    /// a fresh page the write does not cover gets the old page's bytes (or zeros)
+    /// first; then the bytes go in, consecutive blocks on consecutive pages in one
+    /// store; the remaps go into `tx`.
+    fn carry_out(&self, tx: &mut Tx, ino: Ino, plan: &StorePlan, src: Src, allocated: &[(Pfn, u64)]) -> Result<()> {
+        let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
+        let mut remap = Vec::with_capacity(plan.fresh as usize);
+        let mut cow = Vec::new();
+        let mut run: Option<ByteRun> = None;
+        let (off, end) = (plan.off, plan.off + plan.len);
+        for &(b, action) in &plan.blocks {
+            let p = match action {
+                BlockPlan::Hole => continue,
+                BlockPlan::InPlace(p) => p,
+                BlockPlan::Fresh { old } => {
+                    let np = pages.next().ok_or(Error::NoSpace)?;
+                    if !plan.covers(b) {
+                        match old {
+                            Some(op) => {
+                                let mut page = vec![0u8; PAGE_SIZE as usize];
+                                self.media.read(op.offset(), &mut page)?;
+                                self.media.write(np.offset(), &page)?;
+                            }
+                            None => self.media.fill(np.offset(), PAGE_SIZE, 0)?,
+                        }
+                    }
+                    remap.push((b, np));
+                    if old.is_some() {
+                        cow.push((b, np));
+                    }
+                    np
+                }
+            };
             let s = b.byte().max(off);
-            let e = (b.byte() + PAGE_SIZE).min(off + len);
-            let (at, bytes) = (p.offset().0 + (s - b.byte()), (s - off) as usize..(e - off) as usize);
+            let e = (b.byte() + PAGE_SIZE).min(end);
+            let (at, bytes) = (p.offset().plus(s - b.byte()), (s - off) as usize..(e - off) as usize);
             match &mut run {
-                Some((a, r)) if *a + r.len() as u64 == at && r.end == bytes.start => r.end = bytes.end,
+                Some((a, r)) if a.plus(r.len() as u64) == at && r.end == bytes.start => r.end = bytes.end,
                 _ => {
                     if let Some((a, r)) = run.replace((at, bytes)) {
                         self.put(src, a, r)?;
@@ -295,16 +321,16 @@ impl Core {
             self.put(src, a, r)?;
         }
         for (b, _, n) in runs(&cow) {
-            tx.push(Record::Unmap { ino, fblock: b, len: n });
+            tx.push(Record::Unmap { ino, fblock: b, pages: n });
         }
         for (b, p, n) in runs(&remap) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, cloned: false });
         }
         Ok(())
     }
 
     /// Stores the bytes `r` of `src` (zeros for `Src::Zeros`) at arena offset `at`.
-    fn put(&self, src: Src, at: u64, r: std::ops::Range<usize>) -> Result<()> {
+    fn put(&self, src: Src, at: ArenaOffset, r: std::ops::Range<usize>) -> Result<()> {
         match src {
             Src::Bytes(d) => self.media.write(at, &d[r])?,
             Src::Zeros(_) => self.media.fill(at, r.len() as u64, 0)?,
@@ -315,7 +341,7 @@ impl Core {
     /// Fresh pages about to be written through the mapping.
     fn prepare_write(&self, allocated: &[(Pfn, u64)]) {
         for &(p, n) in allocated {
-            self.media.prepare_write(p.offset().0, n * PAGE_SIZE);
+            self.media.prepare_write(p.offset(), n * PAGE_SIZE);
         }
     }
 
@@ -325,9 +351,9 @@ impl Core {
     /// whatever the page held before (another file's data).
     fn commit_store(&mut self, tx: Tx, allocated: &[(Pfn, u64)]) -> Result<()> {
         for &(p, n) in allocated {
-            if let Err(e) = self.media.flush(p.offset().0, n * PAGE_SIZE) {
+            if let Err(e) = self.media.flush(p.offset(), n * PAGE_SIZE) {
                 self.unalloc(allocated);
-                return Err(Error::Io(format!("flushing new pages: {e}")));
+                return Err(Error::Flush(Flushed::NewPages, e.raw_os_error().unwrap_or(libc::EIO)));
             }
         }
         self.commit_tx(tx).inspect_err(|_| self.unalloc(allocated))
@@ -369,7 +395,7 @@ impl Core {
         let mut runs = Vec::new();
         let mut next = first;
         for x in self.extent_map(ino)?.range(first, last.0 - first.0 + 1) {
-            if x.fblock != next || (0..x.len).any(|i| self.page_is_cow(x.pfn.plus(i))) {
+            if x.fblock != next || (0..x.pages).any(|i| self.page_is_cow(x.pfn.plus(i))) {
                 return Ok(None);
             }
             next = x.end();
@@ -427,10 +453,7 @@ impl Core {
 
     /// A write that changed no metadata: its times are set in memory and logged lazily.
     fn touch_mtime(&mut self, ino: Ino) {
-        let now = Timespec::now();
-        if let Some(i) = self.st.inodes.get_mut(&ino) {
-            i.attr.mtime = now;
-            i.attr.ctime = now;
+        if self.st.touch_mtime(ino, Timespec::now()) {
             self.touch(ino);
         }
     }
@@ -447,7 +470,7 @@ impl Core {
         let mut tx = Tx::new();
         let keep = size.div_ceil(PAGE_SIZE);
         if !self.extent_map(ino)?.range(FileBlock(keep), MAX_FILE_BLOCKS - keep).is_empty() {
-            tx.push(Record::Unmap { ino, fblock: FileBlock(keep), len: MAX_FILE_BLOCKS - keep });
+            tx.push(Record::Unmap { ino, fblock: FileBlock(keep), pages: MAX_FILE_BLOCKS - keep });
         }
         let now = Timespec::now();
         let a = tx.attr(&self.st, ino)?;
@@ -474,25 +497,25 @@ impl Core {
             at = data;
         }
         let n: u64 = holes.iter().map(|h| h.1).sum();
-        let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo.data_start);
+        let goal = self.extent_map(ino)?.lookup(first).unwrap_or(self.st.geo().data_start);
         let allocated = self.alloc_pages(goal, n)?;
         self.prepare_write(&allocated);
         let mut pages = allocated.iter().flat_map(|&(p, n)| (0..n).map(move |i| p.plus(i)));
         let mut pairs = Vec::with_capacity(n as usize);
-        for (h, len) in holes {
-            for i in 0..len {
+        for (h, blocks) in holes {
+            for i in 0..blocks {
                 let p = pages.next().expect("allocated one page per block");
                 pairs.push((h.plus(i), p));
             }
         }
         for &(p, n) in &allocated {
-            if let Err(e) = self.media.fill(p.offset().0, n * PAGE_SIZE, 0) {
+            if let Err(e) = self.media.fill(p.offset(), n * PAGE_SIZE, 0) {
                 self.unalloc(&allocated);
                 return Err(e.into());
             }
         }
         for (b, p, n) in runs(&pairs) {
-            tx.push(Record::Map { ino, fblock: b, pfn: p, len: n, shared: false });
+            tx.push(Record::Map { ino, fblock: b, pfn: p, pages: n, cloned: false });
         }
         Ok(allocated)
     }
@@ -516,7 +539,7 @@ impl Core {
                 }
             }
             if !self.extent_map(ino)?.range(FileBlock(whole_from), whole_to - whole_from).is_empty() {
-                tx.push(Record::Unmap { ino, fblock: FileBlock(whole_from), len: whole_to - whole_from });
+                tx.push(Record::Unmap { ino, fblock: FileBlock(whole_from), pages: whole_to - whole_from });
             }
         }
         let now = Timespec::now();
@@ -560,10 +583,10 @@ impl Core {
             let private: u64 = m
                 .range(first, blocks)
                 .iter()
-                .flat_map(|x| (0..x.len).map(move |i| x.pfn.plus(i)))
+                .flat_map(|x| (0..x.pages).map(move |i| x.pfn.plus(i)))
                 .filter(|p| !self.page_is_cow(*p))
                 .count() as u64;
-            if blocks - private > self.st.alloc.free_pages() + self.st.alloc.busy_pages() {
+            if blocks - private > self.st.allocator().free_pages() + self.st.allocator().busy_pages() {
                 return Err(Error::NoSpace);
             }
             self.punch(ino, off, end)?;

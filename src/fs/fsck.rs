@@ -11,8 +11,8 @@ use std::fmt;
 
 use super::Ctx;
 use super::core::Core;
-use super::error::{Error, Result};
-use super::inode::{Body, Kind};
+use super::error::{CheckError, Error, Result};
+use super::inode::{Body, Inode, Kind};
 use super::record::Record;
 use super::state::Mode;
 use super::tx::Tx;
@@ -31,7 +31,7 @@ pub enum Problem {
     /// The block sits on a page another file also claims as its own (not a clone).
     DoublyOwned { ino: Ino, fblock: FileBlock },
     /// Anything else `check()` found (not repaired).
-    Inconsistent(String),
+    Inconsistent(CheckError),
 }
 
 impl Problem {
@@ -70,7 +70,7 @@ impl fmt::Display for Problem {
             Problem::DoublyOwned { ino, fblock } => {
                 write!(f, "block {fblock} of inode {ino} is on a page another file also claims as its own")
             }
-            Problem::Inconsistent(s) => f.write_str(s),
+            Problem::Inconsistent(e) => e.fmt(f),
         }
     }
 }
@@ -82,21 +82,21 @@ impl Core {
     pub fn problems(&self) -> Vec<Problem> {
         let mut names: HashMap<Ino, u32> = HashMap::new();
         let mut subdirs: HashMap<Ino, u32> = HashMap::new();
-        for (ino, i) in &self.st.inodes {
+        for (ino, i) in self.st.inodes() {
             if let Body::Dir(d) = &i.body {
                 for (_, _, child) in d.after(0) {
                     *names.entry(child).or_default() += 1;
-                    if self.st.inodes.get(&child).is_some_and(|c| c.attr.kind() == Kind::Dir) {
-                        *subdirs.entry(*ino).or_default() += 1;
+                    if self.st.inode(child).is_some_and(|c| c.attr.kind() == Kind::Dir) {
+                        *subdirs.entry(ino).or_default() += 1;
                     }
                 }
             }
         }
-        let mut inos: Vec<&Ino> = self.st.inodes.keys().collect();
-        inos.sort();
+        let mut inodes: Vec<(Ino, &Inode)> = self.st.inodes().collect();
+        inodes.sort_by_key(|(ino, _)| *ino);
         let mut out = Vec::new();
-        for ino in inos {
-            let i = &self.st.inodes[ino];
+        for (ino, i) in inodes {
+            let ino = &ino;
             let counted = names.get(ino).copied().unwrap_or(0);
             let pages = i.extents().map_or(0, |m| m.mapped_pages());
             if i.attr.kind() == Kind::Dir {
@@ -124,8 +124,8 @@ impl Core {
                 out.push(Problem::LinkCount { ino: *ino, recorded: i.attr.nlink, counted });
             }
         }
-        for &(ino, fblock) in &self.st.double_claims {
-            if self.st.inodes.get(&ino).and_then(|i| i.extents()).and_then(|m| m.lookup(fblock)).is_some() {
+        for &(ino, fblock) in self.st.double_claims() {
+            if self.st.inode(ino).and_then(|i| i.extents()).and_then(|m| m.lookup(fblock)).is_some() {
                 out.push(Problem::DoublyOwned { ino, fblock });
             }
         }
@@ -210,14 +210,16 @@ pub fn fsck(media: std::sync::Arc<dyn crate::arena::Media>, repair: bool) -> Res
         FsckReport { problems: problems.clone(), repairs: Vec::new(), left: Vec::new(), stats: core.stats() };
     if repair && !problems.is_empty() {
         report.repairs = core.repair(&problems)?;
-        core.st.double_claims.clear();
+        core.st.clear_double_claims();
         report.left = core.problems();
         report.stats = core.stats();
     } else {
         report.left = problems;
     }
-    if report.left.is_empty() && core.st.check().is_err() {
-        return Err(Error::Io("repair left the pool inconsistent".into()));
+    if report.left.is_empty()
+        && let Err(e) = core.st.check()
+    {
+        return Err(Error::RepairIncomplete(e));
     }
     Ok(report)
 }

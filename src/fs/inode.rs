@@ -24,13 +24,7 @@ pub struct Timespec {
 
 impl Timespec {
     pub fn now() -> Timespec {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
-            Err(e) => {
-                let d = e.duration();
-                Timespec::from_parts(-(d.as_secs() as i64), d.subsec_nanos())
-            }
-        }
+        Timespec::from_system(SystemTime::now())
     }
     fn from_parts(sec: i64, nsec: u32) -> Timespec {
         if nsec == 0 { Timespec { sec, nsec } } else { Timespec { sec: sec - 1, nsec: 1_000_000_000 - nsec } }

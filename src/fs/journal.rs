@@ -7,11 +7,27 @@
 //! that is torn, stale or invalid. A checkpoint of generation `g + 1` goes to the other
 //! slot and is made durable before any transaction of that generation is written, so a
 //! crash while checkpointing falls back to the old slot and its intact log.
+//!
+//! On the media (little-endian; the payloads are `fs::record` streams):
+//!
+//! ```text
+//! log transaction   magic u32 0x58544c44 ("DLTX"), len u32 (payload bytes),
+//!                   generation u64, seq u64, crc u32    (28 bytes)
+//!                   then the payload, padded to 8 bytes
+//! checkpoint slot   magic u32 0x50434c44 ("DLCP"), generation u64,
+//!                   len u64 (payload bytes), crc u32    (24 bytes)
+//!                   then the payload: the whole namespace
+//! ```
+//!
+//! Each `crc` is CRC32 (IEEE) of the header fields after the magic, then the payload.
+//! The payload is stored before its header, so a torn append has no valid header and
+//! replay stops there. mkfs zeroes both slot headers and the first log header, then
+//! writes generation 1 into a slot. Why a slot is not valid is a `SlotError`.
 
-use super::error::{Error, Result};
+use super::error::{Error, Flushed, PoolError, Result, SlotError};
 use crate::arena::codec::{Dec, Enc};
 use crate::arena::{Geometry, Media};
-use crate::types::PAGE_SIZE;
+use crate::types::{ArenaOffset, PAGE_SIZE};
 
 const TX_MAGIC: u32 = 0x5854_4c44; // "DLTX"
 const CP_MAGIC: u32 = 0x5043_4c44; // "DLCP"
@@ -31,9 +47,11 @@ pub struct Recovered {
 
 #[derive(Debug, Clone)]
 pub struct Journal {
-    log_off: u64,
+    log_off: ArenaOffset,
+    /// Bytes of the log region.
     log_len: u64,
-    cp_off: [u64; 2],
+    cp_off: [ArenaOffset; 2],
+    /// Bytes of a checkpoint slot.
     cp_len: u64,
     generation: u64,
     seq: u64,
@@ -44,18 +62,12 @@ pub struct Journal {
     growth: u64,
 }
 
-/// How a checkpoint slot read back.
-enum Slot {
-    Valid { generation: u64, payload: Vec<u8> },
-    Invalid(String),
-}
-
 impl Journal {
     fn empty(geo: &Geometry) -> Journal {
         Journal {
-            log_off: geo.log_start.offset().0,
+            log_off: geo.log_start.offset(),
             log_len: geo.log_pages * PAGE_SIZE,
-            cp_off: [geo.cp_start[0].offset().0, geo.cp_start[1].offset().0],
+            cp_off: [geo.cp_start[0].offset(), geo.cp_start[1].offset()],
             cp_len: geo.cp_pages * PAGE_SIZE,
             generation: 0,
             seq: 0,
@@ -116,8 +128,8 @@ impl Journal {
         sum.update(&h.buf[4..]);
         sum.update(payload);
         h.u32(sum.finalize());
-        let at = self.log_off + self.head;
-        media.write(at + TX_HEADER, payload)?;
+        let at = self.log_off.plus(self.head);
+        media.write(at.plus(TX_HEADER), payload)?;
         media.write(at, &h.buf)?;
         self.head += align8(TX_HEADER + len);
         self.seq += 1;
@@ -127,7 +139,9 @@ impl Journal {
 
     /// Makes the log (and every store before it) durable.
     pub fn flush(&self, media: &dyn Media) -> Result<()> {
-        media.flush(0, media.len()).map_err(|e| Error::Io(format!("flushing the pool: {e}")))
+        media
+            .flush(ArenaOffset(0), media.len())
+            .map_err(|e| Error::Flush(Flushed::Pool, e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
     /// Writes `payload` (the whole namespace) as the next generation's checkpoint and
@@ -149,9 +163,11 @@ impl Journal {
         sum.update(&h.buf[4..]);
         sum.update(payload);
         h.u32(sum.finalize());
-        media.write(off + CP_HEADER, payload)?;
+        media.write(off.plus(CP_HEADER), payload)?;
         media.write(off, &h.buf)?;
-        media.flush(off, CP_HEADER + len).map_err(|e| Error::Io(format!("flushing a checkpoint: {e}")))?;
+        media
+            .flush(off, CP_HEADER + len)
+            .map_err(|e| Error::Flush(Flushed::Checkpoint, e.raw_os_error().unwrap_or(libc::EIO)))?;
         self.generation = generation;
         self.seq = 0;
         self.head = 0;
@@ -160,66 +176,56 @@ impl Journal {
         Ok(())
     }
 
-    fn read_slot(media: &dyn Media, off: u64, cp_len: u64) -> Slot {
+    /// The checkpoint in a slot: its generation and payload, or why it is not valid.
+    fn read_slot(media: &dyn Media, off: ArenaOffset, cp_len: u64) -> std::result::Result<(u64, Vec<u8>), SlotError> {
         let mut h = vec![0u8; CP_HEADER as usize];
-        if let Err(e) = media.read(off, &mut h) {
-            return Slot::Invalid(format!("unreadable: {e}"));
-        }
+        media.read(off, &mut h).map_err(SlotError::Unreadable)?;
         let mut d = Dec::new(&h);
         let (Ok(magic), Ok(generation), Ok(len), Ok(crc)) = (d.u32(), d.u64(), d.u64(), d.u32()) else {
-            return Slot::Invalid("short header".into());
+            return Err(SlotError::ShortHeader);
         };
         if magic != CP_MAGIC {
-            return Slot::Invalid("no checkpoint magic".into());
+            return Err(SlotError::NoMagic);
         }
         if len > cp_len - CP_HEADER {
-            return Slot::Invalid(format!("length {len} exceeds the slot"));
+            return Err(SlotError::TooLong(len));
         }
         let mut payload = vec![0u8; len as usize];
-        if let Err(e) = media.read(off + CP_HEADER, &mut payload) {
-            return Slot::Invalid(format!("unreadable: {e}"));
-        }
+        media.read(off.plus(CP_HEADER), &mut payload).map_err(SlotError::Unreadable)?;
         let mut sum = crc32fast::Hasher::new();
         sum.update(&h[4..CP_HEADER as usize - 4]);
         sum.update(&payload);
         if sum.finalize() != crc {
-            return Slot::Invalid("checksum mismatch".into());
+            return Err(SlotError::Checksum);
         }
-        Slot::Valid { generation, payload }
+        Ok((generation, payload))
     }
 
     /// Finds the newest valid checkpoint and the valid prefix of its log.
     pub fn recover(media: &dyn Media, geo: &Geometry) -> Result<Recovered> {
         let mut j = Journal::empty(geo);
         let slots = [0, 1].map(|i| Journal::read_slot(media, j.cp_off[i], j.cp_len));
-        let best = slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Valid { generation, payload } => Some((*generation, payload)),
-                Slot::Invalid(_) => None,
-            })
-            .max_by_key(|(g, _)| *g);
-        let Some((generation, payload)) = best else {
-            let why: Vec<String> = slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| match s {
-                    Slot::Invalid(w) => format!("slot {i}: {w}"),
-                    Slot::Valid { .. } => String::new(),
-                })
-                .collect();
-            return Err(Error::Pool(format!("no valid checkpoint ({})", why.join(", "))));
+        let (generation, payload) = match slots {
+            [Ok(a), Ok(b)] => {
+                if a.0 > b.0 {
+                    a
+                } else {
+                    b
+                }
+            }
+            [Ok(a), Err(_)] | [Err(_), Ok(a)] => a,
+            [Err(a), Err(b)] => return Err(PoolError::NoCheckpoint([a, b]).into()),
         };
         j.generation = generation;
         j.cp_size = payload.len() as u64;
-        let checkpoint = payload.clone();
+        let checkpoint = payload;
         let mut transactions = Vec::new();
         loop {
             if j.head + TX_HEADER > j.log_len {
                 break;
             }
-            let at = j.log_off + j.head;
-            let unreadable = |e| Error::Pool(format!("the metadata log is unreadable: {e}; run daxlink fsck"));
+            let at = j.log_off.plus(j.head);
+            let unreadable = |e| Error::Pool(PoolError::LogUnreadable(e));
             let mut h = vec![0u8; TX_HEADER as usize];
             media.read(at, &mut h).map_err(unreadable)?;
             let mut d = Dec::new(&h);
@@ -231,7 +237,7 @@ impl Journal {
                 break;
             }
             let mut payload = vec![0u8; len as usize];
-            media.read(at + TX_HEADER, &mut payload).map_err(unreadable)?;
+            media.read(at.plus(TX_HEADER), &mut payload).map_err(unreadable)?;
             let mut sum = crc32fast::Hasher::new();
             sum.update(&h[4..TX_HEADER as usize - 4]);
             sum.update(&payload);
@@ -288,7 +294,7 @@ mod tests {
         let second_at = g.log_start.offset().0 + j.log_used();
         j.append(&m, b"second", 6).unwrap();
         j.append(&m, b"third", 5).unwrap();
-        m.write(second_at + TX_HEADER + 2, b"X").unwrap();
+        m.write(ArenaOffset(second_at + TX_HEADER + 2), b"X").unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.transactions, vec![b"first".to_vec()]);
     }
@@ -311,7 +317,7 @@ mod tests {
         j.append(&m, b"tx", 2).unwrap();
         // A checkpoint torn half-way: header written, payload damaged.
         j.checkpoint(&m, b"cp2").unwrap();
-        m.write(g.cp_start[0].offset().0 + CP_HEADER, b"Z").unwrap();
+        m.write(g.cp_start[0].offset().plus(CP_HEADER), b"Z").unwrap();
         let r = Journal::recover(&m, &g).unwrap();
         assert_eq!(r.checkpoint, b"cp1");
         assert_eq!(r.transactions, vec![b"tx".to_vec()], "the old log must still replay");
@@ -321,8 +327,9 @@ mod tests {
     fn both_checkpoints_damaged_is_an_error() {
         let (m, g) = setup();
         Journal::format(&m, &g, b"cp1").unwrap();
-        m.write(g.cp_start[1].offset().0, b"\0\0\0\0").unwrap();
+        m.write(g.cp_start[1].offset(), b"\0\0\0\0").unwrap();
         let e = Journal::recover(&m, &g).err().unwrap();
-        assert!(e.to_string().contains("no valid checkpoint"), "{e}");
+        // format wrote slot 0 only: slot 1 never held a checkpoint.
+        assert_eq!(e, Error::Pool(PoolError::NoCheckpoint([SlotError::NoMagic, SlotError::NoMagic])), "{e}");
     }
 }

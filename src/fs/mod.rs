@@ -32,8 +32,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::core::Core;
-pub use self::core::{AtimeMode, Changer, Mapping, Options, SetAttr, SetTime, StatFs, Stats};
-pub use error::{Error, Result};
+pub use self::core::{AtimeMode, Changer, FileExtent, Options, SetAttr, SetTime, StatFs, Stats};
+pub use error::{CheckError, Error, Flushed, PoolError, Result, SlotError};
 pub use inode::{Attr, Kind, Timespec};
 pub use namespace::{DirEntry, DirFill};
 pub use poison::{BadPage, FAILURE_MAX_PAGES};
@@ -152,7 +152,7 @@ impl Fs {
                 let plan = core.read_plan(ino, off, len, whole)?;
                 (plan, core.media.clone(), core.copies.pin())
             };
-            match plan.read(&*media) {
+            match plan.read(&*media, &pin) {
                 Err(Error::Media(e)) => {
                     drop(pin);
                     self.media_failed(e);
@@ -186,7 +186,7 @@ impl Fs {
         };
         let (media, pin) = (core.media.clone(), core.copies.pin());
         drop(core);
-        match plan.write(&*media, data) {
+        match plan.write(&*media, &pin, data) {
             Err(Error::Media(e)) => {
                 drop(pin);
                 self.media_failed(e);
@@ -255,9 +255,9 @@ impl Fs {
         fn copy_range(&self, src: Ino, src_off: u64, dst: Ino, dst_off: u64, len: u64) -> Result<u64>;
         /// Gives the file private copies of its shared pages in the range.
         fn unshare(&self, ino: Ino, off: u64, len: u64) -> Result<()>;
-        fn extents(&self, ino: Ino) -> Result<Vec<Mapping>>;
+        fn extents(&self, ino: Ino) -> Result<Vec<FileExtent>>;
         /// At most `max` mapped ranges from block `from` on, and whether more follow.
-        fn extents_from(&self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<Mapping>, bool)>;
+        fn extents_from(&self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<FileExtent>, bool)>;
         /// Fails `count` arena pages from `pfn`, as a machine check would; returns what
         /// was found.
         fn memory_failure(&self, pfn: Pfn, count: u64) -> Result<crate::dax::Failure>;
@@ -290,6 +290,6 @@ impl Fs {
         /// One path of `ino`, for messages.
         fn path_of(&self, ino: Ino) -> Option<String>;
         /// Checks every structure against every other (tests and fsck call it).
-        fn check(&self) -> std::result::Result<(), String>;
+        fn check(&self) -> std::result::Result<(), CheckError>;
     }
 }

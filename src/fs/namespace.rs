@@ -22,7 +22,10 @@ pub struct DirEntry {
 /// reply is full.
 pub type DirFill<'a> = dyn FnMut(u64, Ino, Kind, &[u8]) -> bool + 'a;
 
-fn check_name(name: &[u8]) -> Result<()> {
+/// Whether `name` may be a directory entry: not empty, not `.` or `..`, no `/` or
+/// NUL, at most `NAME_MAX` bytes (`ENAMETOOLONG` beyond, `EINVAL` for the rest).
+/// Replay applies the same rule to a logged name (`State::apply`).
+pub(super) fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
         return Err(Error::NameTooLong);
     }
@@ -63,7 +66,7 @@ impl Core {
             mode |= libc::S_ISGID;
         }
         let gid = if setgid_dir { pattr.gid } else { ctx.gid };
-        Ok(Attr::new(Ino(self.st.next_ino), mode, ctx.uid, gid, now))
+        Ok(Attr::new(Ino(self.st.next_ino()), mode, ctx.uid, gid, now))
     }
 
     /// The ACLs a new inode takes from `parent`'s default ACL, its mode masked by it
@@ -270,7 +273,7 @@ impl Core {
             if dir == ancestor {
                 return true;
             }
-            match self.st.inodes.get(&dir).and_then(|i| i.dir()) {
+            match self.st.inode(dir).and_then(|i| i.dir()) {
                 Some(d) if dir != Ino::ROOT => dir = d.parent,
                 _ => return false,
             }
@@ -394,7 +397,7 @@ impl Core {
         let dots = [(1, ino, b".".as_slice()), (2, d.parent, b"..".as_slice())];
         let dots = dots.into_iter().filter(|(cookie, _, _)| offset < *cookie).map(|(c, i, n)| (c, i, Kind::Dir, n));
         let children = d.after(offset).map(|(cookie, name, child)| {
-            (cookie, child, self.st.inodes.get(&child).map_or(Kind::File, |i| i.attr.kind()), name)
+            (cookie, child, self.st.inode(child).map_or(Kind::File, |i| i.attr.kind()), name)
         });
         for (cookie, child, kind, name) in dots.chain(children) {
             if add(cookie, child, kind, name) {

@@ -14,7 +14,7 @@ use super::inode::Body;
 use super::record::Record;
 use super::state::Mode;
 use crate::arena::MediaError;
-use crate::dax::{self, Failure, PageState};
+use crate::dax::{Failure, PageState};
 use crate::types::{FileBlock, Ino, Pfn};
 
 /// Most pages one injection may fail.
@@ -36,8 +36,8 @@ impl Core {
         let mut parts = Vec::new();
         let mut at = ino;
         while at != Ino::ROOT {
-            let (dir, name) = self.st.inodes.iter().find_map(|(d, i)| match &i.body {
-                Body::Dir(dir) => dir.after(0).find(|e| e.2 == at).map(|e| (*d, e.1.to_vec())),
+            let (dir, name) = self.st.inodes().find_map(|(d, i)| match &i.body {
+                Body::Dir(dir) => dir.after(0).find(|e| e.2 == at).map(|e| (d, e.1.to_vec())),
                 _ => None,
             })?;
             parts.push(String::from_utf8_lossy(&name).into_owned());
@@ -50,7 +50,7 @@ impl Core {
     /// Fails `count` arena pages from `pfn` (what a machine check would report): the
     /// injection path, whose caller drops the kernel's caches of the owners.
     pub fn memory_failure(&mut self, pfn: Pfn, count: u64) -> Result<Failure> {
-        let geo = self.st.geo;
+        let geo = *self.st.geo();
         if count == 0 || count > FAILURE_MAX_PAGES || pfn.0.checked_add(count).is_none_or(|e| e > geo.pages_total) {
             return Err(Error::Invalid);
         }
@@ -60,7 +60,7 @@ impl Core {
     /// Fails the pages an access found failed, or the kernel reported failed, and hands
     /// what was found to the failure sink (no caller is there to drop the caches).
     pub fn media_failed(&mut self, e: MediaError) -> Failure {
-        let (pfn, count) = e.pages(self.st.geo.pages_total);
+        let (pfn, count) = e.pages(self.st.geo().pages_total);
         log::error!("memory failure: {e}");
         let f = self.fail_pages(pfn, count);
         if let Some(sink) = self.failure_sink.as_ref().filter(|_| !f.owners.is_empty()) {
@@ -74,7 +74,7 @@ impl Core {
     /// page table and the holder, poisoning every owner's block and recording it all
     /// in the pool.
     fn fail_pages(&mut self, pfn: Pfn, count: u64) -> Failure {
-        let geo = self.st.geo;
+        let geo = *self.st.geo();
         let end = pfn.0 + count;
         if pfn < geo.data_start && count > 0 {
             self.metadata_failure(pfn);
@@ -83,8 +83,7 @@ impl Core {
         if first.0 >= end {
             return Failure::default();
         }
-        let st = &mut self.st;
-        let f = dax::memory_failure(&mut st.pages, first, end - first.0, 0, &st.rmap);
+        let f = self.st.fail_pages(first, end - first.0);
         let mut recs: Vec<Record> = f.failed.iter().map(|&pfn| Record::BadPage { pfn }).collect();
         let mut blocks: Vec<(Ino, FileBlock)> = f.owners.iter().map(|o| (o.ino, o.index)).collect();
         blocks.sort();
@@ -139,7 +138,7 @@ impl Core {
     }
 
     fn metadata_failure(&mut self, pfn: Pfn) {
-        let geo = self.st.geo;
+        let geo = *self.st.geo();
         let in_slot = |i: usize| pfn >= geo.cp_start[i] && pfn.0 < geo.cp_start[i].0 + geo.cp_pages;
         let region = if pfn.0 == 0 {
             "the superblock"
@@ -165,13 +164,15 @@ impl Core {
     /// Every bad page with the file blocks still on it.
     pub fn bad_pages(&mut self) -> Vec<BadPage> {
         self.st
-            .pages
+            .pages()
             .bad_pages()
             .map(|pfn| {
-                let owners = match self.st.pages.state(pfn) {
+                let owners = match self.st.pages().state(pfn) {
                     PageState::Free => Vec::new(),
                     PageState::Owned { mapping, index } => vec![(mapping, index)],
-                    PageState::Shared { .. } => self.st.rmap.owners(pfn, 1).iter().map(|o| (o.ino, o.index)).collect(),
+                    PageState::Shared { .. } => {
+                        self.st.rmap().owners(pfn, 1).iter().map(|o| (o.ino, o.index)).collect()
+                    }
                 };
                 BadPage { pfn, owners }
             })
@@ -180,10 +181,10 @@ impl Core {
 
     /// The first poisoned block of `ino` in `[first, last]`, if any.
     pub(super) fn first_poisoned(&self, ino: Ino, first: FileBlock, last: FileBlock) -> Option<FileBlock> {
-        self.st.poison.range((ino, first)..=(ino, last)).next().map(|p| p.1)
+        self.st.poisoned(ino, first..FileBlock(last.0.saturating_add(1))).next()
     }
 
     pub(super) fn is_poisoned(&self, ino: Ino, b: FileBlock) -> bool {
-        self.st.poison.contains(&(ino, b))
+        self.st.is_poisoned(ino, b)
     }
 }

@@ -2,6 +2,33 @@
 //! record stream that rebuilds the whole namespace from nothing; a log transaction is
 //! a group of records applied atomically. Both decode through `Record::decode`, which
 //! refuses anything out of bounds.
+//!
+//! On the media a record is a tag byte, then its fields, little-endian and unaligned;
+//! `ino`, `dir`, `fblock`, `pfn` and `pages` are u64, a byte string is a u32 length
+//! then the bytes, a time is i64 seconds then u32 nanoseconds (below 10^9):
+//!
+//! ```text
+//! tag  record        fields
+//!   1  SetInode      ino, mode u32, uid u32, gid u32, nlink u32, size u64,
+//!                    atime, mtime, ctime, btime, rdev u32, flags u32
+//!   2  SetSymlink    ino, target (at most SYMLINK_MAX bytes)
+//!   3  FreeInode     ino
+//!   4  Link          dir, name (at most NAME_MAX bytes), ino
+//!   5  Unlink        dir, name
+//!   6  Map           ino, fblock, pfn, pages, cloned u8 (0 or 1)
+//!   7  Unmap         ino, fblock, pages
+//!   8  SetXattr      ino, name (at most XATTR_NAME_MAX), value (at most XATTR_VALUE_MAX)
+//!   9  RemoveXattr   ino, name
+//!  10  BadPage       pfn: a failed data page, never allocated again
+//!  11  Poison        ino, fblock: that block reads EIO until a whole-page write
+//! ```
+//!
+//! The poison list is these last two: `BadPage` records the failed pages (the page
+//! table's bad marks), `Poison` the file blocks still on them. A checkpoint
+//! (`State::encode_checkpoint`) is, for each inode in inode order: `SetInode`,
+//! `SetSymlink`, its `SetXattr`s, its `Map`s (`cloned` where the pages are shared) and
+//! its `Poison`s; then every `BadPage`; then every directory's `Link`s, so that each
+//! link finds its inode. Replay and checkpoint load are the same `State::apply`.
 
 use super::inode::{Attr, NAME_MAX, SYMLINK_MAX, Timespec};
 use crate::arena::codec::{CodecError, Dec, Enc};
@@ -33,19 +60,20 @@ pub enum Record {
         dir: Ino,
         name: Vec<u8>,
     },
-    /// Map pages into an unmapped file range. `shared`: the pages may already belong
-    /// to other files (clone); otherwise they must be free.
+    /// Map pages into an unmapped file range. `cloned`: the pages may already belong
+    /// to other files (a clone, or a checkpoint's map of shared pages); otherwise they
+    /// must be free.
     Map {
         ino: Ino,
         fblock: FileBlock,
         pfn: Pfn,
-        len: u64,
-        shared: bool,
+        pages: u64,
+        cloned: bool,
     },
     Unmap {
         ino: Ino,
         fblock: FileBlock,
-        len: u64,
+        pages: u64,
     },
     SetXattr {
         ino: Ino,
@@ -93,7 +121,7 @@ fn dec_time(d: &mut Dec) -> Result<Timespec, CodecError> {
     let sec = d.i64()?;
     let nsec = d.u32()?;
     if nsec >= 1_000_000_000 {
-        return Err(CodecError(format!("timestamp nanoseconds {nsec} out of range")));
+        return Err(CodecError::Nanoseconds(nsec));
     }
     Ok(Timespec { sec, nsec })
 }
@@ -135,15 +163,15 @@ impl Record {
                 e.u64(dir.0);
                 e.bytes(name);
             }
-            Record::Map { ino, fblock, pfn, len, shared } => {
+            Record::Map { ino, fblock, pfn, pages, cloned } => {
                 e.u8(T_MAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
                 e.u64(pfn.0);
-                e.u64(*len);
-                e.u8(*shared as u8);
+                e.u64(*pages);
+                e.u8(*cloned as u8);
             }
-            Record::Unmap { ino, fblock, len } => {
+            Record::Unmap { ino, fblock, pages: len } => {
                 e.u8(T_UNMAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
@@ -212,21 +240,21 @@ impl Record {
                 ino: ino(d)?,
                 fblock: FileBlock(d.u64()?),
                 pfn: Pfn(d.u64()?),
-                len: d.u64()?,
-                shared: match d.u8()? {
+                pages: d.u64()?,
+                cloned: match d.u8()? {
                     0 => false,
                     1 => true,
-                    x => return Err(CodecError(format!("map record shared flag {x}"))),
+                    x => return Err(CodecError::ClonedFlag(x)),
                 },
             },
-            T_UNMAP => Record::Unmap { ino: ino(d)?, fblock: FileBlock(d.u64()?), len: d.u64()? },
+            T_UNMAP => Record::Unmap { ino: ino(d)?, fblock: FileBlock(d.u64()?), pages: d.u64()? },
             T_SET_XATTR => {
                 Record::SetXattr { ino: ino(d)?, name: d.bytes(XATTR_NAME_MAX)?, value: d.bytes(XATTR_VALUE_MAX)? }
             }
             T_REMOVE_XATTR => Record::RemoveXattr { ino: ino(d)?, name: d.bytes(XATTR_NAME_MAX)? },
             T_BAD_PAGE => Record::BadPage { pfn: Pfn(d.u64()?) },
             T_POISON => Record::Poison { ino: ino(d)?, fblock: FileBlock(d.u64()?) },
-            t => return Err(CodecError(format!("unknown record type {t}"))),
+            t => return Err(CodecError::UnknownRecord(t)),
         })
     }
 
@@ -307,8 +335,8 @@ mod tests {
             Record::FreeInode { ino: Ino(9) },
             Record::Link { dir: Ino(1), name: b"n".to_vec(), ino: Ino(9) },
             Record::Unlink { dir: Ino(1), name: b"n".to_vec() },
-            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), len: 2, shared: true },
-            Record::Unmap { ino: Ino(9), fblock: FileBlock(3), len: 1 },
+            Record::Map { ino: Ino(9), fblock: FileBlock(3), pfn: Pfn(400), pages: 2, cloned: true },
+            Record::Unmap { ino: Ino(9), fblock: FileBlock(3), pages: 1 },
             Record::SetXattr { ino: Ino(9), name: b"user.a".to_vec(), value: vec![1, 2] },
             Record::RemoveXattr { ino: Ino(9), name: b"user.a".to_vec() },
             Record::BadPage { pfn: Pfn(400) },

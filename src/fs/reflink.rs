@@ -2,7 +2,7 @@
 //!
 //! Range checks follow the Linux VFS (`generic_remap_file_range_prep`,
 //! `generic_remap_checks`, `generic_remap_check_len` in fs/remap_range.c). A clone maps
-//! the source's pages into the destination with `Map { shared: true }`, which the page
+//! the source's pages into the destination with `Map { cloned: true }`, which the page
 //! table turns into `associate(shared = true)`: an owned page becomes shared with
 //! share 2, each further clone adds one (fs/dax.c).
 
@@ -38,20 +38,11 @@ struct Remap {
 }
 
 impl Core {
-    fn regular_size(&self, ino: Ino) -> Result<u64> {
-        let a = self.inode(ino)?.attr;
-        match a.kind() {
-            Kind::File => Ok(a.size),
-            Kind::Dir => Err(Error::IsDir),
-            _ => Err(Error::Invalid),
-        }
-    }
-
     /// `generic_remap_file_range_prep` + `generic_remap_checks` + `generic_remap_check_len`
     /// (without REMAP_FILE_CAN_SHORTEN). `None`: nothing to do.
     fn remap_prep(&self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64, dedupe: bool) -> Result<Option<Remap>> {
-        let size_in = self.regular_size(src)?;
-        let size_out = self.regular_size(dst)?;
+        let size_in = self.file_size(src)?;
+        let size_out = self.file_size(dst)?;
         // IS_IMMUTABLE (and IS_APPEND, which the kernel meets as an O_APPEND open).
         self.may_modify(dst)?;
         let mut len = len;
@@ -108,7 +99,7 @@ impl Core {
         let Some(p) = self.extent_map(ino)?.lookup(FileBlock::of(size)) else { return Ok(true) };
         let tail = size % PAGE_SIZE;
         let mut buf = vec![0u8; (PAGE_SIZE - tail) as usize];
-        self.media.read(p.offset().0 + tail, &mut buf)?;
+        self.media.read(p.offset().plus(tail), &mut buf)?;
         Ok(buf.iter().all(|b| *b == 0))
     }
 
@@ -125,21 +116,20 @@ impl Core {
         let pieces = self.extent_map(src)?.range(sblock, blocks);
         let mut tx = Tx::new();
         if !self.extent_map(dst)?.range(dblock, blocks).is_empty() {
-            tx.push(Record::Unmap { ino: dst, fblock: dblock, len: blocks });
+            tx.push(Record::Unmap { ino: dst, fblock: dblock, pages: blocks });
         }
         for p in pieces {
             tx.push(Record::Map {
                 ino: dst,
                 fblock: dblock.plus(p.fblock.0 - sblock.0),
                 pfn: p.pfn,
-                len: p.len,
-                shared: true,
+                pages: p.pages,
+                cloned: true,
             });
         }
         // A failed page shared into `dst` is lost there too: the copy reads EIO at it
         // until a whole-page write, as the source does.
-        let end = sblock.plus(blocks);
-        for &(_, b) in self.st.poison.range((src, sblock)..(src, end)) {
+        for b in self.st.poisoned(src, sblock..sblock.plus(blocks)) {
             tx.push(Record::Poison { ino: dst, fblock: dblock.plus(b.0 - sblock.0) });
         }
         let now = Timespec::now();
@@ -159,8 +149,8 @@ impl Core {
         let Some(r) = self.remap_prep(src, soff, dst, doff, len, false)? else {
             return Ok(0);
         };
-        let size_in = self.regular_size(src)?;
-        let size_out = self.regular_size(dst)?;
+        let size_in = self.file_size(src)?;
+        let size_out = self.file_size(dst)?;
         if doff > size_out {
             // The gap the clone leaves must read zeros, including the old EOF page's
             // tail (xfs_reflink_remap_prep zeroes it too).
@@ -191,7 +181,7 @@ impl Core {
             }
             at += n;
         }
-        let size_out = self.regular_size(dst)?;
+        let size_out = self.file_size(dst)?;
         self.share_blocks(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, size_out)?;
         Ok(Dedupe::Same { bytes: r.count })
     }
@@ -202,8 +192,8 @@ impl Core {
     pub fn copy_range(&mut self, src: Ino, soff: u64, dst: Ino, doff: u64, len: u64) -> Result<u64> {
         self.settle_copies();
         self.writable()?;
-        let size_in = self.regular_size(src)?;
-        let size_out = self.regular_size(dst)?;
+        let size_in = self.file_size(src)?;
+        let size_out = self.file_size(dst)?;
         // generic_copy_file_checks: IS_IMMUTABLE before any shortening to EOF.
         self.may_modify(dst)?;
         if soff >= size_in || len == 0 {
@@ -256,7 +246,7 @@ impl Core {
     pub fn unshare(&mut self, ino: Ino, off: u64, len: u64) -> Result<()> {
         self.settle_copies();
         self.writable()?;
-        let size = self.regular_size(ino)?;
+        let size = self.file_size(ino)?;
         // vfs_fallocate refuses FALLOC_FL_UNSHARE_RANGE on immutable and append-only files.
         self.may_modify(ino)?;
         let end = off.saturating_add(len).min(size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
@@ -269,7 +259,7 @@ impl Core {
             .extent_map(ino)?
             .range(first, nblocks)
             .iter()
-            .flat_map(|x| (0..x.len).map(move |i| x.fblock.plus(i)))
+            .flat_map(|x| (0..x.pages).map(move |i| x.fblock.plus(i)))
             .collect();
         for b in blocks {
             self.unshare_block(ino, b)?;
@@ -337,7 +327,7 @@ impl Core {
             if a.kind() == Kind::Dir {
                 continue;
             }
-            let damaged = self.st.poison.range((ino, FileBlock(0))..=(ino, FileBlock(u64::MAX))).next().is_some();
+            let damaged = self.st.poisoned(ino, FileBlock(0)..FileBlock(u64::MAX)).next().is_some();
             let taken = self.inode(dst)?.dir().is_some_and(|d| d.get(&name).is_some());
             if a.nlink > 1 || damaged || taken {
                 skipped.push((cookie, ino));
@@ -388,14 +378,14 @@ impl Core {
         let mut out = EntryClones::default();
         for (n, (_, name, ino)) in chosen.iter().enumerate() {
             let inode = self.inode(*ino)?;
-            let new = Ino(self.st.next_ino + n as u64);
+            let new = Ino(self.st.next_ino() + n as u64);
             // cp -a keeps no inode flags (chattr's), so neither does this.
             tx.create(Attr { ino: new, nlink: 1, ctime: now, btime: now, flags: 0, ..inode.attr });
             match &inode.body {
                 Body::File(map) => {
                     for e in map.iter() {
-                        tx.push(Record::Map { ino: new, fblock: e.fblock, pfn: e.pfn, len: e.len, shared: true });
-                        out.bytes += e.len * PAGE_SIZE;
+                        tx.push(Record::Map { ino: new, fblock: e.fblock, pfn: e.pfn, pages: e.pages, cloned: true });
+                        out.bytes += e.pages * PAGE_SIZE;
                     }
                     out.files += 1;
                 }

@@ -17,7 +17,7 @@ use crate::types::{ArenaOffset, FileBlock, Ino, PAGE_SIZE, Pfn};
 struct Seg {
     len: u64,
     /// Sorted; file block of the segment's first page.
-    owners: Vec<(Ino, u64)>,
+    owners: Vec<(Ino, FileBlock)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -33,7 +33,7 @@ impl Rmap {
             return;
         }
         let left = p - s;
-        let right = Seg { len: seg.len - left, owners: seg.owners.iter().map(|&(i, f)| (i, f + left)).collect() };
+        let right = Seg { len: seg.len - left, owners: seg.owners.iter().map(|&(i, f)| (i, f.plus(left))).collect() };
         seg.len = left;
         self.segs.insert(p, right);
     }
@@ -44,7 +44,7 @@ impl Rmap {
         let Some(right) = self.segs.get(&p) else { return };
         let continues = s + left.len == p
             && left.owners.len() == right.owners.len()
-            && left.owners.iter().zip(&right.owners).all(|(&(li, lf), &(ri, rf))| li == ri && lf + left.len == rf);
+            && left.owners.iter().zip(&right.owners).all(|(&(li, lf), &(ri, rf))| li == ri && lf.plus(left.len) == rf);
         if continues {
             let extra = right.len;
             self.segs.remove(&p);
@@ -54,12 +54,12 @@ impl Rmap {
         }
     }
 
-    /// Records that `ino` maps `len` pages from `pfn` at file block `fblock`.
-    pub fn add(&mut self, pfn: Pfn, len: u64, ino: Ino, fblock: FileBlock) {
-        let (start, end) = (pfn.0, pfn.0 + len);
+    /// Records that `ino` maps `pages` pages from `pfn` at file block `fblock`.
+    pub fn add(&mut self, pfn: Pfn, pages: u64, ino: Ino, fblock: FileBlock) {
+        let (start, end) = (pfn.0, pfn.0 + pages);
         // Most pages have one owner: nothing to split or share, at most to merge.
         if self.segs.range(..end).next_back().is_none_or(|(&s, seg)| s + seg.len <= start) {
-            self.segs.insert(start, Seg { len, owners: vec![(ino, fblock.0)] });
+            self.segs.insert(start, Seg { len: pages, owners: vec![(ino, fblock)] });
             self.merge_at(end);
             self.merge_at(start);
             return;
@@ -74,7 +74,7 @@ impl Rmap {
                 gaps.push((at, s - at));
             }
             let seg = self.segs.get_mut(&s).expect("listed above");
-            let owner = (ino, fblock.0 + (s - start));
+            let owner = (ino, fblock.plus(s - start));
             let pos = seg.owners.binary_search(&owner).unwrap_or_else(|e| e);
             seg.owners.insert(pos, owner);
             at = s + seg.len;
@@ -83,7 +83,7 @@ impl Rmap {
             gaps.push((at, end - at));
         }
         for (s, l) in gaps {
-            self.segs.insert(s, Seg { len: l, owners: vec![(ino, fblock.0 + (s - start))] });
+            self.segs.insert(s, Seg { len: l, owners: vec![(ino, fblock.plus(s - start))] });
         }
         let starts: Vec<u64> = self.segs.range(start..=end).map(|(s, _)| *s).collect();
         for s in starts.into_iter().rev() {
@@ -92,14 +92,14 @@ impl Rmap {
     }
 
     /// Records that `ino` no longer maps those pages.
-    pub fn remove(&mut self, pfn: Pfn, len: u64, ino: Ino, fblock: FileBlock) {
-        let (start, end) = (pfn.0, pfn.0 + len);
+    pub fn remove(&mut self, pfn: Pfn, pages: u64, ino: Ino, fblock: FileBlock) {
+        let (start, end) = (pfn.0, pfn.0 + pages);
         self.split_at(start);
         self.split_at(end);
         let segs: Vec<u64> = self.segs.range(start..end).map(|(s, _)| *s).collect();
         for s in segs {
             let seg = self.segs.get_mut(&s).expect("listed above");
-            let owner = (ino, fblock.0 + (s - start));
+            let owner = (ino, fblock.plus(s - start));
             if let Ok(pos) = seg.owners.binary_search(&owner) {
                 seg.owners.remove(pos);
             }
@@ -111,10 +111,11 @@ impl Rmap {
         self.merge_at(start);
     }
 
-    /// Every owner of every page in `[pfn, pfn + len)`: one descent to the last segment
-    /// starting before the end, then backwards while segments still reach the range.
-    pub fn owners(&self, pfn: Pfn, len: u64) -> Vec<Owner> {
-        let end = pfn.0 + len;
+    /// Every owner of every page in `[pfn, pfn + pages)`: one descent to the last
+    /// segment starting before the end, then backwards while segments still reach the
+    /// range.
+    pub fn owners(&self, pfn: Pfn, pages: u64) -> Vec<Owner> {
+        let end = pfn.0 + pages;
         let mut out = Vec::new();
         for (&s, seg) in self.segs.range(..end).rev() {
             if s + seg.len <= pfn.0 {
@@ -124,7 +125,7 @@ impl Rmap {
             let hi = (s + seg.len).min(end);
             for p in lo..hi {
                 for &(ino, f) in &seg.owners {
-                    out.push(Owner { pfn: Pfn(p), ino, index: FileBlock(f + (p - s)) });
+                    out.push(Owner { pfn: Pfn(p), ino, index: f.plus(p - s) });
                 }
             }
         }
@@ -138,8 +139,8 @@ impl Rmap {
 
     /// Segments in page order: (first page, pages, owners with the file block of the
     /// first page).
-    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &[(Ino, u64)])> {
-        self.segs.iter().map(|(s, g)| (*s, g.len, g.owners.as_slice()))
+    pub fn iter(&self) -> impl Iterator<Item = (Pfn, u64, &[(Ino, FileBlock)])> {
+        self.segs.iter().map(|(s, g)| (Pfn(*s), g.len, g.owners.as_slice()))
     }
 
     /// Whether this map says exactly what the extent maps say, given every extent
@@ -148,9 +149,9 @@ impl Rmap {
     /// extents it would cost as much memory as this one).
     pub fn check_extents(&self, extents: impl Iterator<Item = (Ino, Pfn, u64, FileBlock)>) -> Result<(), String> {
         let mut pages = 0;
-        for (ino, pfn, len, fblock) in extents {
-            pages += len;
-            let end = pfn.0 + len;
+        for (ino, pfn, count, fblock) in extents {
+            pages += count;
+            let end = pfn.0 + count;
             let from = match self.segs.range(..=pfn.0).next_back() {
                 Some((&s, seg)) if s + seg.len > pfn.0 => s,
                 _ => pfn.0,
@@ -158,7 +159,7 @@ impl Rmap {
             let mut at = pfn.0;
             for (&s, seg) in self.segs.range(from..end) {
                 // The owner as the segment records it: its block at the segment's start.
-                let owner = (fblock.0 + s).checked_sub(pfn.0).map(|f| (ino, f));
+                let owner = (fblock.0 + s).checked_sub(pfn.0).map(|f| (ino, FileBlock(f)));
                 if s > at || owner.is_none_or(|o| seg.owners.binary_search(&o).is_err()) {
                     break;
                 }
@@ -177,9 +178,9 @@ impl Rmap {
 }
 
 impl HolderOps for Rmap {
-    fn notify_failure(&self, offset: ArenaOffset, len: u64, _flags: u32) -> Vec<Owner> {
+    fn notify_failure(&self, offset: ArenaOffset, bytes: u64, _flags: u32) -> Vec<Owner> {
         let first = offset.0 / PAGE_SIZE;
-        let last = (offset.0 + len).div_ceil(PAGE_SIZE);
+        let last = (offset.0 + bytes).div_ceil(PAGE_SIZE);
         self.owners(Pfn(first), last - first)
     }
 }

@@ -1,19 +1,30 @@
-//! The in-memory filesystem state and the one function that changes it: `apply`.
+//! The in-memory filesystem state and the one function that changes what is persisted
+//! in it: `apply`.
 //!
 //! Live operations, log replay and checkpoint loading all go through `apply`, so the
 //! state a crash recovers is built by the very code that built it before the crash.
 //! Everything not in a record — the page table, free space, page refcounts (the page
-//! table's `share`) — is derived here from the extent maps.
+//! table's `share`) — is derived here from the extent maps. The fields are private:
+//! operations read the state through the accessors below and plan records from it;
+//! the few changes that are never logged by themselves go through named methods
+//! (`touch_atime`, `touch_mtime` for lazily logged times; `allocate`, `give_back`,
+//! `committed` for free space; `fail_pages` for the page table's bad marks;
+//! `clear_double_claims` for fsck).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
+
+mod verify;
 
 use super::extent::Extent;
-use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE};
+use super::inode::{Body, Dir, Inode, Kind, MAX_FILE_SIZE, Timespec};
+use super::namespace::check_name;
 use super::record::Record;
 use super::rmap::Rmap;
 use crate::arena::codec::Enc;
 use crate::arena::{Allocator, Geometry};
-use crate::dax::{PageState, PageTable};
+use crate::dax::{Failure, PageState, PageTable};
+use crate::runs::{number_runs, runs};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// Blocks a file may map (8 TiB / 4 KiB).
@@ -31,50 +42,26 @@ pub enum Mode {
 }
 
 pub struct State {
-    pub geo: Geometry,
-    pub inodes: HashMap<Ino, Inode>,
-    pub pages: PageTable,
-    pub alloc: Allocator,
-    pub next_ino: u64,
+    geo: Geometry,
+    inodes: HashMap<Ino, Inode>,
+    pages: PageTable,
+    alloc: Allocator,
+    next_ino: u64,
     /// The owners of every shared page (see `rmap`).
-    pub rmap: Rmap,
+    rmap: Rmap,
     /// File blocks whose page failed: they read EIO until a whole-page write.
-    pub poison: BTreeSet<(Ino, FileBlock)>,
+    poison: BTreeSet<(Ino, FileBlock)>,
     /// Pages that lost an owner but kept another since the last commit. Until the loss
     /// is durable a crash can give the owner back, so they are not written in place
     /// (the busy-extent rule, for shared pages).
-    pub unshared_since_commit: HashSet<Pfn>,
+    lost_owner_since_commit: HashSet<Pfn>,
     /// Blocks (in `Mode::Fsck`) whose map claimed sole ownership of a page in use.
-    pub double_claims: Vec<(Ino, FileBlock)>,
+    double_claims: Vec<(Ino, FileBlock)>,
 }
 
-fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
-}
-
-/// Groups sorted offsets into runs: (first, count).
-fn index_runs(offsets: &[u64]) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &i in offsets {
-        match out.last_mut() {
-            Some((s, n)) if *s + *n == i => *n += 1,
-            _ => out.push((i, 1)),
-        }
-    }
-    out
-}
-
-/// Groups (page, owner, block) in page order into runs of one owner on consecutive
-/// pages and blocks: (first page, count, (owner, first block)).
-fn owner_runs(v: &[(Pfn, Ino, FileBlock)]) -> Vec<(Pfn, u64, (Ino, FileBlock))> {
-    let mut out: Vec<(Pfn, u64, (Ino, FileBlock))> = Vec::new();
-    for &(p, ino, b) in v {
-        match out.last_mut() {
-            Some((s, n, (o, f))) if *o == ino && s.0 + *n == p.0 && f.0 + *n == b.0 => *n += 1,
-            _ => out.push((p, 1, (ino, b))),
-        }
-    }
-    out
+/// Runs of pages in page order: (first page, count).
+fn page_runs(pages: impl IntoIterator<Item = Pfn>) -> impl Iterator<Item = (Pfn, u64)> {
+    runs(pages, |s, n, p| s.0 + n == p.0)
 }
 
 impl State {
@@ -87,10 +74,98 @@ impl State {
             next_ino: Ino::ROOT.0 + 1,
             rmap: Rmap::default(),
             poison: BTreeSet::new(),
-            unshared_since_commit: HashSet::new(),
+            lost_owner_since_commit: HashSet::new(),
             double_claims: Vec::new(),
             geo,
         }
+    }
+
+    pub fn geo(&self) -> &Geometry {
+        &self.geo
+    }
+
+    pub fn inode(&self, ino: Ino) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    /// Every inode, in no particular order.
+    pub fn inodes(&self) -> impl Iterator<Item = (Ino, &Inode)> {
+        self.inodes.iter().map(|(ino, i)| (*ino, i))
+    }
+
+    pub fn inode_count(&self) -> u64 {
+        self.inodes.len() as u64
+    }
+
+    /// The number the next new inode gets.
+    pub fn next_ino(&self) -> u64 {
+        self.next_ino
+    }
+
+    pub fn pages(&self) -> &PageTable {
+        &self.pages
+    }
+
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    pub fn rmap(&self) -> &Rmap {
+        &self.rmap
+    }
+
+    /// The poisoned blocks of `ino` in `blocks`, in order.
+    pub fn poisoned(&self, ino: Ino, blocks: Range<FileBlock>) -> impl Iterator<Item = FileBlock> + '_ {
+        let range = (blocks.start < blocks.end).then(|| self.poison.range((ino, blocks.start)..(ino, blocks.end)));
+        range.into_iter().flatten().map(|p| p.1)
+    }
+
+    pub fn is_poisoned(&self, ino: Ino, b: FileBlock) -> bool {
+        self.poison.contains(&(ino, b))
+    }
+
+    /// Whether the page lost an owner since the last commit (a crash could give it back).
+    pub fn lost_owner_since_commit(&self, pfn: Pfn) -> bool {
+        self.lost_owner_since_commit.contains(&pfn)
+    }
+
+    /// Blocks (in `Mode::Fsck`) whose map claimed sole ownership of a page in use.
+    pub fn double_claims(&self) -> &[(Ino, FileBlock)] {
+        &self.double_claims
+    }
+
+    /// A read's atime, logged lazily (at the next sync or checkpoint) by the caller.
+    pub fn touch_atime(&mut self, ino: Ino, now: Timespec) -> bool {
+        self.inodes.get_mut(&ino).map(|i| i.attr.atime = now).is_some()
+    }
+
+    /// An in-place write's mtime and ctime, logged lazily by the caller.
+    pub fn touch_mtime(&mut self, ino: Ino, now: Timespec) -> bool {
+        self.inodes.get_mut(&ino).map(|i| (i.attr.mtime, i.attr.ctime) = (now, now)).is_some()
+    }
+
+    /// Takes `n` free pages near `goal` for a change about to be logged.
+    pub fn allocate(&mut self, goal: Pfn, n: u64) -> Option<Vec<(Pfn, u64)>> {
+        self.alloc.alloc(goal, n)
+    }
+
+    /// Returns pages `allocate` gave for a change that failed before it was logged.
+    pub fn give_back(&mut self, runs: &[(Pfn, u64)]) {
+        for &(p, n) in runs {
+            self.alloc.free_later(p, n);
+        }
+    }
+
+    /// Marks failed data pages bad in the page table and finds their owners (from the
+    /// page, or the reverse map for a shared page): `dax::memory_failure`. The
+    /// caller logs what it found.
+    pub fn fail_pages(&mut self, first: Pfn, count: u64) -> Failure {
+        crate::dax::memory_failure(&mut self.pages, first, count, 0, &self.rmap)
+    }
+
+    /// fsck repaired the doubly owned blocks it found.
+    pub fn clear_double_claims(&mut self) {
+        self.double_claims.clear();
     }
 
     fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode, String> {
@@ -147,7 +222,7 @@ impl State {
                 self.inodes.remove(ino);
             }
             Record::Link { dir, name, ino } => {
-                if !valid_name(name) {
+                if check_name(name).is_err() {
                     return Err(format!("invalid name {:?}", String::from_utf8_lossy(name)));
                 }
                 let child_is_dir =
@@ -166,8 +241,8 @@ impl State {
                     .remove(name)
                     .ok_or_else(|| format!("unlink of missing name {:?} in {dir}", String::from_utf8_lossy(name)))?;
             }
-            Record::Map { ino, fblock, pfn, len, shared } => self.map(*ino, *fblock, *pfn, *len, *shared, mode)?,
-            Record::Unmap { ino, fblock, len } => self.unmap(*ino, *fblock, *len, mode)?,
+            Record::Map { ino, fblock, pfn, pages, cloned } => self.map(*ino, *fblock, *pfn, *pages, *cloned, mode)?,
+            Record::Unmap { ino, fblock, pages } => self.unmap(*ino, *fblock, *pages, mode)?,
             Record::SetXattr { ino, name, value } => {
                 self.inode_mut(*ino)?.xattrs.insert(name.clone(), value.clone());
             }
@@ -194,38 +269,46 @@ impl State {
         Ok(())
     }
 
-    fn map(&mut self, ino: Ino, fblock: FileBlock, pfn: Pfn, len: u64, shared: bool, mode: Mode) -> Result<(), String> {
-        if len == 0 || fblock.0.checked_add(len).is_none_or(|e| e > MAX_FILE_BLOCKS) {
-            return Err(format!("map of blocks [{fblock}, +{len}) out of range"));
+    fn map(
+        &mut self,
+        ino: Ino,
+        fblock: FileBlock,
+        pfn: Pfn,
+        count: u64,
+        cloned: bool,
+        mode: Mode,
+    ) -> Result<(), String> {
+        if count == 0 || fblock.0.checked_add(count).is_none_or(|e| e > MAX_FILE_BLOCKS) {
+            return Err(format!("map of blocks [{fblock}, +{count}) out of range"));
         }
-        if !self.geo.is_data_range(pfn, len) {
-            return Err(format!("map of pages [{pfn}, +{len}) outside the data region"));
+        if !self.geo.is_data_range(pfn, count) {
+            return Err(format!("map of pages [{pfn}, +{count}) outside the data region"));
         }
         let in_use: Vec<u64> =
-            if shared { Vec::new() } else { (0..len).filter(|i| !self.pages.is_free(pfn.plus(*i))).collect() };
+            if cloned { Vec::new() } else { (0..count).filter(|i| !self.pages.is_free(pfn.plus(*i))).collect() };
         if !in_use.is_empty() {
             if mode != Mode::Fsck {
-                return Err(format!("map of pages [{pfn}, +{len}) that are in use"));
+                return Err(format!("map of pages [{pfn}, +{count}) that are in use"));
             }
             self.double_claims.extend(in_use.iter().map(|i| (ino, fblock.plus(*i))));
         }
         // fsck keeps the second claim as a share, so the page table stays truthful.
-        let shared = shared || !in_use.is_empty();
+        let shared = cloned || !in_use.is_empty();
         let pages = &mut self.pages;
         let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
             return Err(format!("map into inode {ino}, which is not a regular file"));
         };
-        if !m.range(fblock, len).is_empty() {
+        if !m.range(fblock, count).is_empty() {
             return Err(format!("map over mapped blocks of inode {ino}"));
         }
-        m.insert(Extent { fblock, pfn, len });
+        m.insert(Extent { fblock, pfn, pages: count });
         // The reverse map names the owners of shared pages only; a page with one owner
         // names it in the page table (fs/dax.c: mapping + index, or a share count). A
         // page turning shared brings its first owner along.
         let mut first_owners: Vec<(Pfn, Ino, FileBlock)> = Vec::new();
         let mut now_shared = Vec::new();
-        for i in 0..len {
+        for i in 0..count {
             let p = pfn.plus(i);
             let before = pages.state(p);
             pages.associate(p, ino, fblock.plus(i), shared);
@@ -236,56 +319,51 @@ impl State {
                 now_shared.push(i);
             }
         }
-        for (p, n, (owner, index)) in owner_runs(&first_owners) {
+        // One owner on consecutive pages and blocks: one reverse-map entry.
+        let owner_runs = runs(first_owners, |(s, o, f), n, (p, ino, b)| o == ino && s.0 + n == p.0 && f.0 + n == b.0);
+        for ((p, owner, index), n) in owner_runs {
             self.rmap.add(p, n, owner, index);
         }
-        for (i, n) in index_runs(&now_shared) {
+        for (i, n) in number_runs(now_shared) {
             self.rmap.add(pfn.plus(i), n, ino, fblock.plus(i));
         }
         Ok(())
     }
 
-    fn unmap(&mut self, ino: Ino, fblock: FileBlock, len: u64, mode: Mode) -> Result<(), String> {
+    fn unmap(&mut self, ino: Ino, fblock: FileBlock, blocks: u64, mode: Mode) -> Result<(), String> {
         let inode = self.inodes.get_mut(&ino).ok_or_else(|| format!("inode {ino} does not exist"))?;
         let Body::File(m) = &mut inode.body else {
             return Err(format!("unmap from inode {ino}, which is not a regular file"));
         };
-        let end = FileBlock(fblock.0.saturating_add(len));
+        let end = FileBlock(fblock.0.saturating_add(blocks));
         let poisoned: Vec<_> = self.poison.range((ino, fblock)..(ino, end)).copied().collect();
         for p in poisoned {
             self.poison.remove(&p);
         }
-        for e in m.remove(fblock, len) {
-            let shared: Vec<u64> = (0..e.len).filter(|i| self.pages.is_shared(e.pfn.plus(*i))).collect();
-            for (i, n) in index_runs(&shared) {
+        for e in m.remove(fblock, blocks) {
+            let shared: Vec<u64> = (0..e.pages).filter(|i| self.pages.is_shared(e.pfn.plus(*i))).collect();
+            for (i, n) in number_runs(shared) {
                 self.rmap.remove(e.pfn.plus(i), n, ino, e.fblock.plus(i));
             }
-            let mut run: Option<(Pfn, u64)> = None;
-            for i in 0..e.len {
+            let mut freed = Vec::new();
+            for i in 0..e.pages {
                 let p = e.pfn.plus(i);
                 self.pages.disassociate(p, ino);
                 if !self.pages.is_free(p) {
                     if mode == Mode::Live {
-                        self.unshared_since_commit.insert(p);
+                        self.lost_owner_since_commit.insert(p);
                     }
                     continue;
                 }
                 // A failed page leaves circulation when its last owner lets go.
-                if self.pages.is_bad(p) {
-                    continue;
+                if !self.pages.is_bad(p) {
+                    freed.push(p);
                 }
-                run = match run {
-                    Some((s, n)) if s.0 + n == p.0 => Some((s, n + 1)),
-                    other => {
-                        if let (Some((s, n)), Mode::Live) = (other, mode) {
-                            self.alloc.free_later(s, n);
-                        }
-                        Some((p, 1))
-                    }
-                };
             }
-            if let (Some((s, n)), Mode::Live) = (run, mode) {
-                self.alloc.free_later(s, n);
+            if mode == Mode::Live {
+                for (s, n) in page_runs(freed) {
+                    self.alloc.free_later(s, n);
+                }
             }
         }
         Ok(())
@@ -295,24 +373,17 @@ impl State {
     /// owners may be written in place.
     pub fn committed(&mut self) {
         self.alloc.commit();
-        self.unshared_since_commit.clear();
+        self.lost_owner_since_commit.clear();
     }
 
     /// After replay: derive free space from the page table.
     pub fn derive_free_space(&mut self) {
         let mut alloc = Allocator::new(self.geo.data_start, Pfn(self.geo.pages_total));
-        let mut p = self.geo.data_start.0;
-        while p < self.geo.pages_total {
-            let in_use = |p: u64| !self.pages.is_free(Pfn(p)) || self.pages.is_bad(Pfn(p));
-            if !in_use(p) {
-                p += 1;
-                continue;
-            }
-            let s = p;
-            while p < self.geo.pages_total && in_use(p) {
-                p += 1;
-            }
-            alloc.take(Pfn(s), p - s);
+        let in_use = (self.geo.data_start.0..self.geo.pages_total)
+            .map(Pfn)
+            .filter(|p| !self.pages.is_free(*p) || self.pages.is_bad(*p));
+        for (s, n) in page_runs(in_use) {
+            alloc.take(s, n);
         }
         self.alloc = alloc;
     }
@@ -334,11 +405,12 @@ impl State {
             }
             if let Body::File(m) = &i.body {
                 for x in m.iter() {
-                    // `shared` only where pages are shared: a page that a second extent
+                    // `cloned` only where pages are shared: a page that a second extent
                     // also claims as its own is then a fault the load catches.
                     let shared =
-                        (0..x.len).any(|i| matches!(self.pages.state(x.pfn.plus(i)), PageState::Shared { .. }));
-                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, len: x.len, shared }.encode(&mut e);
+                        (0..x.pages).any(|i| matches!(self.pages.state(x.pfn.plus(i)), PageState::Shared { .. }));
+                    Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, pages: x.pages, cloned: shared }
+                        .encode(&mut e);
                 }
             }
             for &(_, fblock) in self.poison.range((**ino, FileBlock(0))..=(**ino, FileBlock(u64::MAX))) {
@@ -356,163 +428,5 @@ impl State {
             }
         }
         e.buf
-    }
-
-    /// Verifies every invariant that ties the structures together; returns the first
-    /// violation found.
-    pub fn check(&self) -> Result<(), String> {
-        let root = self.inodes.get(&Ino::ROOT).ok_or("the root inode is missing")?;
-        if root.dir().is_none() {
-            return Err("the root inode is not a directory".into());
-        }
-        let mut links: HashMap<Ino, u32> = HashMap::new();
-        let mut subdirs: HashMap<Ino, u32> = HashMap::new();
-        for (ino, i) in &self.inodes {
-            if i.attr.ino != *ino {
-                return Err(format!("inode {ino} records number {}", i.attr.ino));
-            }
-            if i.attr.flags & !super::inode::FL_SUPPORTED != 0 {
-                return Err(format!("inode {ino} has attribute flags daxlink does not know: {:#x}", i.attr.flags));
-            }
-            match &i.body {
-                Body::File(m) => {
-                    m.check().map_err(|e| format!("inode {ino}: {e}"))?;
-                    if m.iter().any(|x| !self.geo.is_data_range(x.pfn, x.len)) {
-                        return Err(format!("inode {ino} maps pages outside the data region"));
-                    }
-                }
-                Body::Dir(d) => {
-                    d.check().map_err(|e| format!("directory {ino}: {e}"))?;
-                    for (_, name, child) in d.after(0) {
-                        let c = self.inodes.get(&child).ok_or_else(|| {
-                            format!(
-                                "directory {ino} entry {:?} names missing inode {child}",
-                                String::from_utf8_lossy(name)
-                            )
-                        })?;
-                        *links.entry(child).or_default() += 1;
-                        if let Some(cd) = c.dir() {
-                            *subdirs.entry(*ino).or_default() += 1;
-                            if cd.parent != *ino {
-                                return Err(format!("directory {child} is in {ino} but its parent is {}", cd.parent));
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (ino, i) in &self.inodes {
-            let l = links.get(ino).copied().unwrap_or(0);
-            if let Some(d) = i.dir() {
-                if i.attr.nlink == 0 && l == 0 && d.is_empty() {
-                    continue; // removed while open: an orphan
-                }
-                let want = 2 + subdirs.get(ino).copied().unwrap_or(0);
-                if i.attr.nlink != want {
-                    return Err(format!("directory {ino} has nlink {}, expected {want}", i.attr.nlink));
-                }
-                if *ino != Ino::ROOT && l != 1 {
-                    return Err(format!("directory {ino} is linked {l} times"));
-                }
-                if *ino != Ino::ROOT && !self.inodes.contains_key(&d.parent) {
-                    return Err(format!("directory {ino} has a missing parent"));
-                }
-            } else if i.attr.nlink != l {
-                return Err(format!("inode {ino} has nlink {}, but {l} names", i.attr.nlink));
-            }
-        }
-        // Every extent page: owned by exactly that block, or shared (and then in the
-        // reverse map, which must hold the shared parts of the extents and no more).
-        let mut owned_refs = 0;
-        let mut shared_parts = Vec::new();
-        for (ino, i) in &self.inodes {
-            for x in i.extents().into_iter().flat_map(|m| m.iter()) {
-                let mut shared = Vec::new();
-                for k in 0..x.len {
-                    match self.pages.state(x.pfn.plus(k)) {
-                        PageState::Owned { mapping, index } if mapping == *ino && index == x.fblock.plus(k) => {
-                            owned_refs += 1
-                        }
-                        PageState::Shared { .. } => shared.push(k),
-                        other => {
-                            return Err(format!(
-                                "inode {ino} block {} maps page {}, which the page table says is {other:?}",
-                                x.fblock.plus(k),
-                                x.pfn.plus(k)
-                            ));
-                        }
-                    }
-                }
-                shared_parts
-                    .extend(index_runs(&shared).into_iter().map(|(k, n)| (*ino, x.pfn.plus(k), n, x.fblock.plus(k))));
-            }
-        }
-        self.rmap.check_extents(shared_parts.into_iter())?;
-        // Page by page: a shared page has as many owners in the reverse map as its
-        // count says, no other page any; each owned page is some extent's.
-        let mut used = 0;
-        let mut owned = 0;
-        let mut segs = self.rmap.iter();
-        let mut seg = segs.next();
-        let mut free_runs = self.alloc.free_runs();
-        let mut free = free_runs.next();
-        for p in self.geo.data_start.0..self.geo.pages_total {
-            let pfn = Pfn(p);
-            let mut owners: &[(Ino, u64)] = &[];
-            while let Some((s, len, o)) = seg {
-                if s + len <= p {
-                    seg = segs.next();
-                    continue;
-                }
-                if s <= p {
-                    owners = o;
-                }
-                break;
-            }
-            let state = self.pages.state(pfn);
-            let ok = match state {
-                PageState::Free => owners.is_empty(),
-                PageState::Owned { .. } => {
-                    owned += 1;
-                    owners.is_empty()
-                }
-                PageState::Shared { share } => share == owners.len() as u64,
-            };
-            if !ok {
-                return Err(format!(
-                    "page {pfn}: page table says {state:?}, the reverse map has {} owners",
-                    owners.len()
-                ));
-            }
-            while free.is_some_and(|(s, n)| s + n <= p) {
-                free = free_runs.next();
-            }
-            if state != PageState::Free || self.pages.is_bad(pfn) {
-                used += 1;
-                if free.is_some_and(|(s, _)| s <= p) {
-                    return Err(format!("page {pfn} is mapped or bad but free in the allocator"));
-                }
-            }
-        }
-        if owned != owned_refs {
-            return Err(format!("{owned} pages are owned, but the extent maps use {owned_refs} of them"));
-        }
-        self.alloc.check()?;
-        for &(ino, fblock) in &self.poison {
-            if self.inodes.get(&ino).and_then(|i| i.extents()).and_then(|m| m.lookup(fblock)).is_none() {
-                return Err(format!("poison recorded for unmapped block {fblock} of inode {ino}"));
-            }
-        }
-        let accounted = used + self.alloc.free_pages() + self.alloc.busy_pages();
-        if accounted != self.geo.data_pages() {
-            return Err(format!(
-                "space: {used} used + {} free + {} busy != {} data pages",
-                self.alloc.free_pages(),
-                self.alloc.busy_pages(),
-                self.geo.data_pages()
-            ));
-        }
-        Ok(())
     }
 }

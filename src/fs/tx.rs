@@ -32,9 +32,7 @@ impl Tx {
     pub fn attr(&mut self, st: &State, ino: Ino) -> Result<&mut Attr> {
         match self.attrs.entry(ino) {
             std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                Ok(e.insert(st.inodes.get(&ino).ok_or(Error::NotFound)?.attr))
-            }
+            std::collections::btree_map::Entry::Vacant(e) => Ok(e.insert(st.inode(ino).ok_or(Error::NotFound)?.attr)),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::types::Ino;
 /// Total bytes of names and values one inode may carry.
 pub const XATTR_INODE_MAX: usize = 1 << 20;
 
-fn check_name(name: &[u8]) -> Result<()> {
+fn check_xattr_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Error::Range);
     }
@@ -45,7 +45,7 @@ impl Core {
     /// for a changer outside the file's group (`posix_acl_update_mode`).
     pub fn setxattr_by(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32, who: Changer<'_>) -> Result<()> {
         self.writable()?;
-        check_name(name)?;
+        check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
             return Err(Error::TooBig);
         }
@@ -106,7 +106,7 @@ impl Core {
     }
 
     pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
-        check_name(name)?;
+        check_xattr_name(name)?;
         self.inode(ino)?.xattrs.get(name).cloned().ok_or(Error::NoData)
     }
 
@@ -121,7 +121,7 @@ impl Core {
 
     pub fn removexattr(&mut self, ino: Ino, name: &[u8]) -> Result<()> {
         self.writable()?;
-        check_name(name)?;
+        check_xattr_name(name)?;
         self.check_user_write(ino, name)?;
         self.may_modify(ino)?;
         if !self.inode(ino)?.xattrs.contains_key(name) {

@@ -70,8 +70,8 @@ pub struct DaxFuse {
 }
 
 fn errno(e: Error) -> Errno {
-    if let Error::Io(msg) = &e {
-        log::error!("{msg}");
+    if e.is_failure() {
+        log::error!("{e}");
     }
     Errno::from_i32(e.errno())
 }

@@ -4,7 +4,7 @@
 
 use crate::dax::PageState;
 use crate::fs::inode::{FL_APPEND, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP};
-use crate::fs::{AtimeMode, BadPage, Mapping, Options, Stats};
+use crate::fs::{AtimeMode, BadPage, FileExtent, Options, Stats};
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// The ioctl "type" byte of daxlink.
@@ -192,19 +192,19 @@ pub fn decode_stats(b: &[u8]) -> Option<Stats> {
 
 /// One batch of extents (`Fs::extents_from` of the block holding the start offset);
 /// `more`: another batch follows, from the end of this one.
-pub fn encode_extents(batch: &[Mapping], more: bool) -> Vec<u8> {
+pub fn encode_extents(batch: &[FileExtent], more: bool) -> Vec<u8> {
     debug_assert!(batch.len() <= EXTENTS_MAX);
-    let next = batch.last().map_or(0, |m| m.fblock.plus(m.len).byte());
+    let next = batch.last().map_or(0, |m| m.fblock.plus(m.pages).byte());
     let mut w = vec![batch.len() as u64, more as u64, next];
     for m in batch {
-        let flags = if m.shared { EXTENT_SHARED } else { 0 } | if m.poisoned { EXTENT_POISONED } else { 0 };
-        w.extend([m.fblock.byte(), m.len * PAGE_SIZE, m.pfn.0, flags]);
+        let flags = if m.co_owned { EXTENT_SHARED } else { 0 } | if m.poisoned { EXTENT_POISONED } else { 0 };
+        w.extend([m.fblock.byte(), m.pages * PAGE_SIZE, m.pfn.0, flags]);
     }
     bytes(&w, EXTENTS_LEN)
 }
 
 /// Decodes a batch: the mappings and where the next batch starts, if any.
-pub fn decode_extents(b: &[u8]) -> Option<(Vec<Mapping>, Option<u64>)> {
+pub fn decode_extents(b: &[u8]) -> Option<(Vec<FileExtent>, Option<u64>)> {
     let w = words(b);
     let (count, more, next) = (*w.first()? as usize, *w.get(1)?, *w.get(2)?);
     if count > EXTENTS_MAX {
@@ -213,11 +213,11 @@ pub fn decode_extents(b: &[u8]) -> Option<(Vec<Mapping>, Option<u64>)> {
     let recs = w.get(3..3 + count * 4)?;
     let maps = recs
         .chunks_exact(4)
-        .map(|r| Mapping {
+        .map(|r| FileExtent {
             fblock: FileBlock(r[0] / PAGE_SIZE),
-            len: r[1] / PAGE_SIZE,
+            pages: r[1] / PAGE_SIZE,
             pfn: Pfn(r[2]),
-            shared: r[3] & EXTENT_SHARED != 0,
+            co_owned: r[3] & EXTENT_SHARED != 0,
             poisoned: r[3] & EXTENT_POISONED != 0,
         })
         .collect();
@@ -361,12 +361,12 @@ mod tests {
 
     #[test]
     fn extents_batch_and_resume() {
-        let all: Vec<Mapping> = (0..300)
-            .map(|i| Mapping {
+        let all: Vec<FileExtent> = (0..300)
+            .map(|i| FileExtent {
                 fblock: FileBlock(i * 2),
                 pfn: Pfn(1000 + i * 3),
-                len: 1,
-                shared: i % 2 == 0,
+                pages: 1,
+                co_owned: i % 2 == 0,
                 poisoned: i % 3 == 0,
             })
             .collect();
