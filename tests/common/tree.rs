@@ -53,6 +53,18 @@ pub fn walk(fs: &Fs) -> Tree {
     out
 }
 
+/// Whether two trees agree in everything but file data (what `meta` keeps), without
+/// copying either.
+pub fn same_meta(a: &Tree, b: &Tree) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((pa, sa), (pb, sb))| {
+            pa == pb
+                && (sa.ino, sa.kind, sa.nlink, sa.size) == (sb.ino, sb.kind, sb.nlink, sb.size)
+                && sa.xattrs == sb.xattrs
+                && (sa.kind == Kind::File || sa.bytes == sb.bytes)
+        })
+}
+
 /// Everything but file data (a symlink's target stays).
 pub fn meta(t: &Tree) -> Vec<(String, Seen)> {
     t.iter()
