@@ -518,17 +518,12 @@ fn the_detached_daemon_logs_to_the_system_log() {
     s.umount();
 }
 
-/// The mount's writeback device (bdi), named by the mount point's device number.
+/// The share of the dirty limit the kernel gives the mount at `mnt`: its writeback
+/// device (bdi) is named by the mount point's device number.
 fn bdi_max_ratio(mnt: &Path) -> u32 {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let dev = info
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (Path::new(f[4]) == mnt).then(|| f[2].to_string())
-        })
-        .unwrap_or_else(|| panic!("{} is not in mountinfo", mnt.display()));
-    fs::read_to_string(format!("/sys/class/bdi/{dev}/max_ratio")).unwrap().trim().parse().unwrap()
+    let dev = fs::metadata(mnt).unwrap().dev();
+    let knob = format!("/sys/class/bdi/{}:{}/max_ratio", libc::major(dev), libc::minor(dev));
+    fs::read_to_string(&knob).unwrap_or_else(|e| panic!("{knob}: {e}")).trim().parse().unwrap()
 }
 
 #[test]

@@ -741,8 +741,11 @@ impl DaxFuse {
     /// cache for a file a writer may be refused at its next write (see `getattr`), so
     /// that the writer asks first whatever else refreshed the attributes meanwhile.
     fn ttl(&self, a: &Attr) -> Duration {
+        if !self.writeback || a.kind() != Kind::File {
+            return TTL;
+        }
         let refusing = a.immutable() || a.append_only() || self.out_of_space.contains(&a.ino.0);
-        if self.writeback && a.kind() == Kind::File && refusing { Duration::ZERO } else { TTL }
+        if refusing { Duration::ZERO } else { TTL }
     }
 
     /// Whether the writer holding `fh` may go on writing into the kernel's cache (see
@@ -751,10 +754,9 @@ impl DaxFuse {
     /// time), nor while a write-back of the file found the pool full and it still has
     /// less room than one write request.
     fn may_write_cached(&self, fh: FileHandle, a: &Attr) -> Result<(), Errno> {
-        if !self.writeback || !self.handles.get(&fh.0).is_some_and(|h| h.write) {
+        let Some(append) = self.handles.get(&fh.0).filter(|h| self.writeback && h.write).map(|h| h.append) else {
             return Ok(());
-        }
-        let append = self.handles.get(&fh.0).is_some_and(|h| h.append);
+        };
         if a.immutable() || (a.append_only() && !append) {
             return Err(Errno::EPERM);
         }

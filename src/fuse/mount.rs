@@ -336,7 +336,7 @@ pub fn mount(fs: Arc<Fs>, cfg: &MountConfig, pool_writable: bool) -> io::Result<
 /// writing at random across more than that waits for one write-back request per page.
 /// daxlink's daemon runs as root and writes back at memory speed, so it takes half:
 /// the strict limit still keeps it from the other half, which other devices keep.
-pub const DIRTY_SHARE: u32 = 50;
+const DIRTY_SHARE: u32 = 50;
 
 /// Raises the mount's share of the dirty limit to `DIRTY_SHARE` (root only; sysfs
 /// names the mount's writeback device by its device number).
