@@ -305,3 +305,44 @@ fn extent_batches_concatenate_to_the_whole_listing() {
     let (tail, more) = p.fs.extents_from(b, FileBlock(699), 256).unwrap();
     assert_eq!((tail.len(), more, tail[0].fblock), (1, false, FileBlock(699)));
 }
+
+/// The listing cuts a file's extents exactly where its pages' sharing or its blocks'
+/// poison changes, and nowhere else: checked page by page against the page table and
+/// the reads.
+#[test]
+fn the_extent_listing_cuts_where_sharing_or_poison_changes() {
+    use daxlink::dax::PageState;
+    use daxlink::fs::{Error, FileExtent};
+    let p = Pool::new(32 * MIB);
+    let a = p.file("a", &pattern(5, 64 * PAGE as usize));
+    let b = p.create(Ino::ROOT, "b");
+    p.fs.clone_range(a, 0, b, 0, 0).unwrap();
+    for i in [3, 4, 5, 20, 40, 41] {
+        p.fs.write(b, i * PAGE, b"private", false).unwrap();
+    }
+    let pfn_of = |ino, block: u64| {
+        let m = p.fs.extents(ino).unwrap().into_iter().find(|m| m.fblock.0 <= block && block < m.fblock.0 + m.pages);
+        m.unwrap().pfn.plus(block - m.unwrap().fblock.0)
+    };
+    // Poison shared pages (9, 10, 11: inside a shared run), a private one (4: inside a
+    // private run) and one at a boundary (20 and 21: private, then shared).
+    for block in [9, 10, 11, 4, 20, 21] {
+        p.fs.memory_failure(pfn_of(b, block), 1).unwrap();
+    }
+    let listing = p.fs.extents(b).unwrap();
+    let pages: Vec<(u64, FileExtent)> =
+        listing.iter().flat_map(|m| (0..m.pages).map(move |i| (m.fblock.0 + i, *m))).collect();
+    assert_eq!(pages.iter().map(|x| x.0).collect::<Vec<_>>(), (0..64).collect::<Vec<_>>(), "every block, once");
+    for (block, m) in &pages {
+        let pfn = m.pfn.plus(block - m.fblock.0);
+        let co_owned = matches!(p.fs.page_state(pfn).unwrap(), PageState::Shared { share } if share > 1);
+        let poisoned = p.fs.read(b, block * PAGE, PAGE) == Err(Error::HwPoison);
+        assert_eq!((m.co_owned, m.poisoned), (co_owned, poisoned), "block {block}");
+    }
+    for w in listing.windows(2) {
+        let touch = w[0].fblock.plus(w[0].pages) == w[1].fblock && w[0].pfn.plus(w[0].pages) == w[1].pfn;
+        let same = (w[0].co_owned, w[0].poisoned) == (w[1].co_owned, w[1].poisoned);
+        assert!(!(touch && same), "{:?} and {:?} should be one run", w[0], w[1]);
+    }
+    assert!(listing.iter().any(|m| m.co_owned && m.poisoned) && listing.iter().any(|m| !m.co_owned && m.poisoned));
+}

@@ -47,6 +47,10 @@ pub enum PageState {
     Shared { share: u64 },
 }
 
+fn co_owned(p: &PageRecord) -> bool {
+    p.mapping == 0 && p.index_or_share > 1
+}
+
 /// Records for the data pages `[base, base + len)`.
 pub struct PageTable {
     base: Pfn,
@@ -130,6 +134,24 @@ impl PageTable {
     pub fn is_shared(&self, pfn: Pfn) -> bool {
         let p = self.record(pfn);
         p.mapping == 0 && p.index_or_share > 0
+    }
+
+    /// Whether more than one owner holds the page (a shared page whose share is above 1).
+    pub fn is_co_owned(&self, pfn: Pfn) -> bool {
+        co_owned(&self.record(pfn))
+    }
+
+    /// `[pfn, pfn + pages)` as runs of pages that are all co-owned or all not:
+    /// `(offset from pfn, pages, co_owned)`, in order. One pass over the records.
+    pub fn co_owned_runs(&self, pfn: Pfn, pages: u64) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
+        debug_assert!(pages == 0 || (self.contains(pfn) && self.contains(pfn.plus(pages - 1))));
+        let first = (pfn.0 - self.base.0) as usize;
+        let mut at = 0;
+        self.pages[first..first + pages as usize].chunk_by(|a, b| co_owned(a) == co_owned(b)).map(move |run| {
+            let start = at;
+            at += run.len() as u64;
+            (start, run.len() as u64, co_owned(&run[0]))
+        })
     }
 
     /// Whether no address space holds the page.
@@ -216,6 +238,30 @@ mod tests {
 
     fn table() -> PageTable {
         PageTable::new(Pfn(100), 4)
+    }
+
+    #[test]
+    fn co_owned_runs_split_where_the_share_crosses_one() {
+        let mut t = PageTable::new(Pfn(100), 8);
+        // 100: free, 101: owned, 102-103: share 2, 104: share 1 (shared, one owner
+        // left), 105-106: share 3, 107: free.
+        t.associate(Pfn(101), A, FileBlock(0), false);
+        for pfn in [102, 103, 104, 105, 106] {
+            t.associate(Pfn(pfn), A, FileBlock(pfn), false);
+            t.associate(Pfn(pfn), B, FileBlock(pfn), true);
+        }
+        for pfn in [105, 106] {
+            t.associate(Pfn(pfn), C, FileBlock(pfn), true);
+        }
+        t.disassociate(Pfn(104), B);
+        let runs: Vec<_> = t.co_owned_runs(Pfn(100), 8).collect();
+        assert_eq!(runs, vec![(0, 2, false), (2, 2, true), (4, 1, false), (5, 2, true), (7, 1, false)]);
+        for pfn in 100..108 {
+            let listed = runs.iter().any(|&(at, n, c)| c && (at..at + n).contains(&(pfn - 100)));
+            assert_eq!(t.is_co_owned(Pfn(pfn)), listed, "pfn {pfn}");
+        }
+        assert_eq!(t.co_owned_runs(Pfn(103), 3).collect::<Vec<_>>(), vec![(0, 1, true), (1, 1, false), (2, 1, true)]);
+        assert_eq!(t.co_owned_runs(Pfn(103), 0).count(), 0);
     }
 
     #[test]

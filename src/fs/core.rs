@@ -9,6 +9,7 @@ use super::Ctx;
 use super::acl::{ACL_ACCESS, Acl};
 use super::copies::Copies;
 use super::error::{CheckError, Error, Flushed, PoolError, Result};
+use super::extent::Extent;
 use super::inode::{Attr, Body, FL_SUPPORTED, Kind, Timespec};
 use super::journal::Journal;
 use super::record::{Record, decode_all, encode_all, records};
@@ -16,7 +17,7 @@ use super::state::{Mode, State};
 use super::tx::Tx;
 use crate::arena::{Geometry, Media};
 use crate::dax::{Failure, PageState};
-use crate::runs::runs;
+use crate::runs::number_runs;
 use crate::types::{FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// When reads update atime.
@@ -580,22 +581,38 @@ impl Core {
         let Body::File(m) = &self.inode(ino)?.body else {
             return Err(Error::Invalid);
         };
-        let pages = m.iter_from(from).flat_map(|x| (0..x.pages).map(move |i| (x.fblock.plus(i), x.pfn.plus(i))));
-        let states = pages.map(|(b, p)| (b, p, self.page_is_co_owned(p), self.is_poisoned(ino, b)));
-        let same =
-            |(b0, p0, c0, q0): &(FileBlock, Pfn, bool, bool), n: u64, (b, p, c, q): &(FileBlock, Pfn, bool, bool)| {
-                b0.plus(n) == *b && p0.plus(n) == *p && (c0, q0) == (c, q)
-            };
-        let mut extents = runs(states, same).map(|((fblock, pfn, co_owned, poisoned), pages)| FileExtent {
-            fblock,
-            pfn,
-            pages,
-            co_owned,
-            poisoned,
-        });
+        let mut extents = m.iter_from(from).flat_map(|x| self.split_by_state(ino, x));
         let out: Vec<FileExtent> = extents.by_ref().take(max).collect();
         let more = extents.next().is_some();
         Ok((out, more))
+    }
+
+    /// One extent cut where its pages' sharing or its blocks' poison changes. The
+    /// extent map merges extents that touch, so no run continues into the next one.
+    fn split_by_state(&self, ino: Ino, x: Extent) -> Vec<FileExtent> {
+        let mut out = Vec::new();
+        for (at, pages, co_owned) in self.st.pages().co_owned_runs(x.pfn, x.pages) {
+            let (first, end) = (x.fblock.plus(at), x.fblock.plus(at + pages));
+            let mut piece = |b: FileBlock, to: FileBlock, poisoned: bool| {
+                if b < to {
+                    out.push(FileExtent {
+                        fblock: b,
+                        pfn: x.pfn.plus(b.0 - x.fblock.0),
+                        pages: to.0 - b.0,
+                        co_owned,
+                        poisoned,
+                    });
+                }
+            };
+            let mut b = first;
+            for (bad, n) in number_runs(self.st.poisoned(ino, first..end).map(|p| p.0)) {
+                piece(b, FileBlock(bad), false);
+                piece(FileBlock(bad), FileBlock(bad + n), true);
+                b = FileBlock(bad + n);
+            }
+            piece(b, end, false);
+        }
+        out
     }
 
     pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {

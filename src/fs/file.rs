@@ -13,7 +13,6 @@ use super::state::MAX_FILE_BLOCKS;
 use super::tx::Tx;
 use super::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 use crate::arena::Media;
-use crate::dax::PageState;
 use crate::types::{ArenaOffset, FileBlock, Ino, PAGE_SIZE, Pfn};
 
 /// What a store writes.
@@ -144,7 +143,7 @@ impl Core {
     /// Whether another file maps the page too: its share count is above 1. (A page
     /// `is_shared` in the page table from its first clone on, down to share 1.)
     pub(super) fn page_is_co_owned(&self, pfn: Pfn) -> bool {
-        matches!(self.st.pages().state(pfn), PageState::Shared { share } if share > 1)
+        self.st.pages().is_co_owned(pfn)
     }
 
     /// Applies the atime policy after a read of `ino`.
