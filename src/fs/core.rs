@@ -1,5 +1,13 @@
 //! `Core`: the state plus the machinery that makes changes durable. Every change goes
 //! through `commit`: validate, build records, append them to the log, apply them.
+//!
+//! An operation is a plan, then a commit. The plan (`plan_unlink`, `plan_rename`,
+//! `plan_setattr`, `plan_share`, `plan_store`, ...) takes `&self`: it checks, reads the
+//! state and returns the transaction, and an error from it has changed nothing. Only
+//! the public operation, holding `&mut self`, carries it out: pages allocated for it
+//! (`alloc_pages`, given back if the commit fails), data stored, then `commit_tx`.
+//! Queries (`getattr`, `lookup`, `extents`, `statfs`, ...) take `&self` too; a read
+//! that notes an atime is an operation.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -368,7 +376,7 @@ impl Core {
         self.st.inode(ino).ok_or(Error::NotFound)
     }
 
-    pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         Ok(self.inode(ino)?.stat())
     }
 
@@ -390,6 +398,13 @@ impl Core {
         if let Some(size) = set.size {
             self.truncate(ino, size)?;
         }
+        let tx = self.plan_setattr(ino, &set)?;
+        self.commit_tx(tx)?;
+        self.getattr(ino)
+    }
+
+    /// Everything of `setattr` but the size, which `truncate` changed before.
+    fn plan_setattr(&self, ino: Ino, set: &SetAttr) -> Result<Tx> {
         let now = Timespec::now();
         let mut tx = Tx::new();
         let a = tx.attr(&self.st, ino)?;
@@ -421,14 +436,19 @@ impl Core {
             acl.chmod(m);
             tx.push(Record::SetXattr { ino, name: ACL_ACCESS.to_vec(), value: acl.encode() });
         }
-        self.commit_tx(tx)?;
-        self.getattr(ino)
+        Ok(tx)
     }
 
     /// `chattr`: sets the file attribute flags (`FS_IOC_SETFLAGS`). The VFS has already
     /// checked that the caller owns the inode and holds `CAP_LINUX_IMMUTABLE` if `i` or
     /// `a` change (`fileattr_set_prepare`); flags daxlink does not keep are refused.
     pub fn set_flags(&mut self, ino: Ino, flags: u32) -> Result<Attr> {
+        let tx = self.plan_set_flags(ino, flags)?;
+        self.commit_tx(tx)?;
+        self.getattr(ino)
+    }
+
+    fn plan_set_flags(&self, ino: Ino, flags: u32) -> Result<Tx> {
         self.writable()?;
         if flags & !FL_SUPPORTED != 0 {
             return Err(Error::NotSupported);
@@ -437,8 +457,7 @@ impl Core {
         let a = tx.attr(&self.st, ino)?;
         a.flags = flags;
         a.ctime = Timespec::now();
-        self.commit_tx(tx)?;
-        self.getattr(ino)
+        Ok(tx)
     }
 
     /// EPERM unless `ino` may change in any way: neither immutable nor append-only
@@ -457,7 +476,7 @@ impl Core {
 
     /// `may_open` for a write: EPERM for an immutable file, and for an append-only one
     /// unless the open appends and does not truncate.
-    pub fn may_open_for_write(&mut self, ino: Ino, append: bool, truncate: bool) -> Result<()> {
+    pub fn may_open_for_write(&self, ino: Ino, append: bool, truncate: bool) -> Result<()> {
         let a = self.inode(ino)?.attr;
         if a.immutable() || (a.append_only() && (!append || truncate)) { Err(Error::Perm) } else { Ok(()) }
     }
@@ -471,10 +490,18 @@ impl Core {
     /// mandatory locking). Returns whether the mode or the attribute changed.
     /// Directories keep everything.
     pub fn kill_privs(&mut self, ino: Ino, who: Changer<'_>) -> Result<bool> {
+        match self.plan_kill_privs(ino, who)? {
+            Some(tx) => self.commit_tx(tx).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The transaction of `kill_privs`; None when nothing changes.
+    fn plan_kill_privs(&self, ino: Ino, who: Changer<'_>) -> Result<Option<Tx>> {
         let i = self.inode(ino)?;
         // An immutable file's change is refused anyway (and keeps its mode meanwhile).
         if i.attr.kind() == Kind::Dir || i.attr.immutable() {
-            return Ok(false);
+            return Ok(None);
         }
         let mode = i.attr.mode;
         let group_exec = mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP;
@@ -488,7 +515,7 @@ impl Core {
         };
         let cap = i.xattrs.contains_key(XATTR_CAPS);
         if kill == 0 && !cap {
-            return Ok(false);
+            return Ok(None);
         }
         self.writable()?;
         let mut tx = Tx::new();
@@ -498,8 +525,7 @@ impl Core {
         let a = tx.attr(&self.st, ino)?;
         a.mode &= !kill;
         a.ctime = Timespec::now();
-        self.commit_tx(tx)?;
-        Ok(true)
+        Ok(Some(tx))
     }
 
     pub fn open_inode(&mut self, ino: Ino) -> Result<()> {
@@ -527,7 +553,7 @@ impl Core {
         self.open.contains_key(&ino)
     }
 
-    pub fn statfs(&mut self) -> StatFs {
+    pub fn statfs(&self) -> StatFs {
         // Inodes are limited by checkpoint space. The total is what the slot holds and
         // free inodes are the rest (one per create, as df -i expects); once the slot is
         // nearly full, whatever room is left decides, so free inodes reach 0 when a
@@ -549,7 +575,7 @@ impl Core {
         }
     }
 
-    pub fn stats(&mut self) -> Stats {
+    pub fn stats(&self) -> Stats {
         let (_, shared) = self.st.pages().counts();
         let total = self.st.geo().data_pages();
         // As statfs counts: a failed page is used, a page waiting for the log is free.
@@ -571,13 +597,13 @@ impl Core {
 
     /// The file's mapped ranges, split where pages change between shared (another
     /// file holds them too) and private: what `daxlink extents` shows.
-    pub fn extents(&mut self, ino: Ino) -> Result<Vec<FileExtent>> {
+    pub fn extents(&self, ino: Ino) -> Result<Vec<FileExtent>> {
         Ok(self.extents_from(ino, FileBlock(0), usize::MAX)?.0)
     }
 
     /// At most `max` of those ranges from block `from` on, and whether more follow: a
     /// batch costs what it returns, not the whole file.
-    pub fn extents_from(&mut self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<FileExtent>, bool)> {
+    pub fn extents_from(&self, ino: Ino, from: FileBlock, max: usize) -> Result<(Vec<FileExtent>, bool)> {
         let Body::File(m) = &self.inode(ino)?.body else {
             return Err(Error::Invalid);
         };
@@ -615,21 +641,21 @@ impl Core {
         out
     }
 
-    pub fn page_state(&mut self, pfn: Pfn) -> Result<PageState> {
+    pub fn page_state(&self, pfn: Pfn) -> Result<PageState> {
         if !self.st.geo().is_data(pfn) {
             return Err(Error::Invalid);
         }
         Ok(self.st.pages().state(pfn))
     }
 
-    pub fn page_is_bad(&mut self, pfn: Pfn) -> Result<bool> {
+    pub fn page_is_bad(&self, pfn: Pfn) -> Result<bool> {
         if !self.st.geo().is_data(pfn) {
             return Err(Error::Invalid);
         }
         Ok(self.st.pages().is_bad(pfn))
     }
 
-    pub fn check(&mut self) -> std::result::Result<(), CheckError> {
+    pub fn check(&self) -> std::result::Result<(), CheckError> {
         self.st.check()?;
         let cp = self.st.encode_checkpoint().len() as u64;
         if cp > self.journal.checkpoint_bound() {

@@ -159,7 +159,7 @@ impl Core {
     /// Whether a read of `ino` now would update its atime: the mount's atime mode
     /// (relatime: atime not after mtime or ctime, or a day old), the file's noatime
     /// flag, and nothing on a read-only filesystem.
-    pub fn atime_due(&mut self, ino: Ino) -> bool {
+    pub fn atime_due(&self, ino: Ino) -> bool {
         let Some(a) = self.st.inode(ino).map(|i| i.attr) else { return false };
         if self.writable().is_err() || a.flags & FL_NOATIME != 0 {
             return false;
@@ -466,6 +466,12 @@ impl Core {
         if size > old {
             self.zero_past_eof(ino, old)?;
         }
+        let tx = self.plan_truncate(ino, size)?;
+        self.commit_tx(tx)
+    }
+
+    /// The transaction of `truncate` once the old EOF page's tail is zeros.
+    fn plan_truncate(&self, ino: Ino, size: u64) -> Result<Tx> {
         let mut tx = Tx::new();
         let keep = size.div_ceil(PAGE_SIZE);
         if !self.extent_map(ino)?.range(FileBlock(keep), MAX_FILE_BLOCKS - keep).is_empty() {
@@ -476,7 +482,7 @@ impl Core {
         a.size = size;
         a.mtime = now;
         a.ctime = now;
-        self.commit_tx(tx)
+        Ok(tx)
     }
 
     /// Maps zeroed pages into every hole of the whole blocks covering `[off, end)`.
@@ -606,7 +612,7 @@ impl Core {
     }
 
     /// lseek(2) with SEEK_DATA or SEEK_HOLE (other whences are the kernel's business).
-    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32) -> Result<u64> {
+    pub fn seek(&self, ino: Ino, off: u64, whence: i32) -> Result<u64> {
         let size = self.file_size(ino)?;
         if off >= size {
             return Err(Error::NoDeviceOrAddress);

@@ -47,7 +47,7 @@ impl Core {
         self.dir_of(parent)?.get(name).ok_or(Error::NotFound)
     }
 
-    pub fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         let ino = match name {
             b"." => parent,
             b".." => self.dir_of(parent)?.parent,
@@ -95,7 +95,7 @@ impl Core {
     /// The mode to create an inode with under `parent`, from the `mode` a caller asked
     /// for and its `umask`: the umask applies unless `parent` has a default ACL, whose
     /// entries mask the mode instead (`mode_strip_umask`, `posix_acl_create`).
-    pub fn create_mode(&mut self, parent: Ino, mode: u32, umask: u32) -> Result<u32> {
+    pub fn create_mode(&self, parent: Ino, mode: u32, umask: u32) -> Result<u32> {
         let has_default = self.inode(parent)?.xattrs.contains_key(ACL_DEFAULT);
         Ok(if has_default { mode } else { mode & !umask })
     }
@@ -110,6 +110,21 @@ impl Core {
         rdev: u32,
         target: Option<&[u8]>,
     ) -> Result<Attr> {
+        let (tx, ino) = self.plan_create(ctx, parent, name, mode, rdev, target)?;
+        self.commit_tx(tx)?;
+        self.getattr(ino)
+    }
+
+    /// The transaction of `create`, and the new inode's number.
+    fn plan_create(
+        &self,
+        ctx: Ctx,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        target: Option<&[u8]>,
+    ) -> Result<(Tx, Ino)> {
         self.writable()?;
         check_name(name)?;
         let kind = Kind::from_mode(mode).ok_or(Error::Invalid)?;
@@ -142,8 +157,7 @@ impl Core {
         if kind == Kind::Dir {
             p.nlink += 1;
         }
-        self.commit_tx(tx)?;
-        self.getattr(attr.ino)
+        Ok((tx, attr.ino))
     }
 
     pub fn mknod(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr> {
@@ -167,7 +181,7 @@ impl Core {
         self.create(ctx, parent, name, libc::S_IFLNK | 0o777, 0, Some(target))
     }
 
-    pub fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         match &self.inode(ino)?.body {
             Body::Symlink(t) => Ok(t.clone()),
             _ => Err(Error::Invalid),
@@ -175,6 +189,12 @@ impl Core {
     }
 
     pub fn link(&mut self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
+        let tx = self.plan_link(ino, parent, name)?;
+        self.commit_tx(tx)?;
+        self.getattr(ino)
+    }
+
+    fn plan_link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Tx> {
         self.writable()?;
         check_name(name)?;
         // linkat looks the new name up before vfs_link refuses a directory.
@@ -202,15 +222,14 @@ impl Core {
         let p = tx.attr(&self.st, parent)?;
         p.mtime = now;
         p.ctime = now;
-        self.commit_tx(tx)?;
-        self.getattr(ino)
+        Ok(tx)
     }
 
     /// Drops one name of `ino` in `tx`; frees the inode when it was the last name of a
     /// file nobody has open, or a directory.
     /// An open (or, through FUSE, still referenced) inode outlives its last name: it
     /// becomes an orphan until its last `release`.
-    fn drop_name(&mut self, tx: &mut Tx, ino: Ino, now: Timespec) -> Result<()> {
+    fn drop_name(&self, tx: &mut Tx, ino: Ino, now: Timespec) -> Result<()> {
         let open = self.is_open(ino);
         let a = tx.attr(&self.st, ino)?;
         a.ctime = now;
@@ -230,6 +249,11 @@ impl Core {
     }
 
     pub fn unlink(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
+        let tx = self.plan_unlink(parent, name)?;
+        self.commit_tx(tx)
+    }
+
+    fn plan_unlink(&self, parent: Ino, name: &[u8]) -> Result<Tx> {
         self.writable()?;
         let ino = self.child(parent, name)?;
         self.may_change_entries(parent, true)?;
@@ -242,10 +266,15 @@ impl Core {
         tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
         self.drop_name(&mut tx, ino, now)?;
         self.touch_dir(&mut tx, parent, now, 0)?;
-        self.commit_tx(tx)
+        Ok(tx)
     }
 
     pub fn rmdir(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
+        let tx = self.plan_rmdir(parent, name)?;
+        self.commit_tx(tx)
+    }
+
+    fn plan_rmdir(&self, parent: Ino, name: &[u8]) -> Result<Tx> {
         self.writable()?;
         if name == b"." {
             return Err(Error::Invalid);
@@ -264,7 +293,7 @@ impl Core {
         tx.push(Record::Unlink { dir: parent, name: name.to_vec() });
         self.drop_name(&mut tx, ino, now)?;
         self.touch_dir(&mut tx, parent, now, -1)?;
-        self.commit_tx(tx)
+        Ok(tx)
     }
 
     /// Whether `dir` is `ancestor` or lies below it.
@@ -280,10 +309,10 @@ impl Core {
         }
     }
 
-    /// renameat2(2), with RENAME_NOREPLACE and RENAME_EXCHANGE.
-    /// rename(2)/renameat2(2). With `RENAME_WHITEOUT` the source name becomes a whiteout
-    /// (a character device 0:0 owned by `ctx`, what overlayfs takes for a deleted lower
-    /// entry) in the same transaction, as `vfs_rename` expects of the filesystem.
+    /// rename(2)/renameat2(2), with RENAME_NOREPLACE, RENAME_EXCHANGE and
+    /// RENAME_WHITEOUT: with the last, the source name becomes a whiteout (a character
+    /// device 0:0 owned by `ctx`, what overlayfs takes for a deleted lower entry) in
+    /// the same transaction, as `vfs_rename` expects of the filesystem.
     pub fn rename(
         &mut self,
         ctx: Ctx,
@@ -293,6 +322,19 @@ impl Core {
         new_name: &[u8],
         flags: u32,
     ) -> Result<()> {
+        let tx = self.plan_rename(ctx, parent, name, new_parent, new_name, flags)?;
+        self.commit_tx(tx)
+    }
+
+    fn plan_rename(
+        &self,
+        ctx: Ctx,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<Tx> {
         self.writable()?;
         // do_renameat2 refuses these combinations before the filesystem sees them;
         // renameat2(2): EINVAL for an unknown flag or an invalid combination.
@@ -319,7 +361,7 @@ impl Core {
         if flags & RENAME_EXCHANGE != 0 {
             let dst = dst.ok_or(Error::NotFound)?;
             if src == dst {
-                return Ok(());
+                return Ok(tx);
             }
             let dst_dir = self.inode(dst)?.attr.kind() == Kind::Dir;
             if (src_dir && self.is_within(new_parent, src)) || (dst_dir && self.is_within(parent, dst)) {
@@ -334,7 +376,7 @@ impl Core {
             self.touch_dir(&mut tx, new_parent, now, if parent == new_parent { 0 } else { delta })?;
             tx.attr(&self.st, src)?.ctime = now;
             tx.attr(&self.st, dst)?.ctime = now;
-            return self.commit_tx(tx);
+            return Ok(tx);
         }
         // do_renameat2's order: NOREPLACE, then the two ancestry traps, then vfs_rename.
         if dst.is_some() && flags & RENAME_NOREPLACE != 0 {
@@ -353,7 +395,7 @@ impl Core {
         if let Some(dst) = dst {
             if dst == src {
                 // Two names of one inode: rename(2) does nothing.
-                return Ok(());
+                return Ok(tx);
             }
             let dst_attr = self.inode(dst)?.attr;
             match (src_dir, dst_attr.kind() == Kind::Dir) {
@@ -387,7 +429,7 @@ impl Core {
             acls.into_iter().for_each(|r| tx.push(r));
             tx.push(Record::Link { dir: parent, name: name.to_vec(), ino: whiteout.ino });
         }
-        self.commit_tx(tx)
+        Ok(tx)
     }
 
     /// Calls `add` with each entry after readdir cookie `offset` until it says the

@@ -162,7 +162,7 @@ impl Core {
     }
 
     /// Every bad page with the file blocks still on it.
-    pub fn bad_pages(&mut self) -> Vec<BadPage> {
+    pub fn bad_pages(&self) -> Vec<BadPage> {
         self.st
             .pages()
             .bad_pages()

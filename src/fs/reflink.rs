@@ -103,16 +103,16 @@ impl Core {
         Ok(buf.iter().all(|b| *b == 0))
     }
 
-    /// Maps the source's blocks over the destination's in one transaction.
-    fn share_blocks(
-        &mut self,
+    /// The one transaction that maps the source's blocks over the destination's.
+    fn plan_share(
+        &self,
         src: Ino,
         sblock: FileBlock,
         dst: Ino,
         dblock: FileBlock,
         blocks: u64,
         new_size: u64,
-    ) -> Result<()> {
+    ) -> Result<Tx> {
         let pieces = self.extent_map(src)?.range(sblock, blocks);
         let mut tx = Tx::new();
         if !self.extent_map(dst)?.range(dblock, blocks).is_empty() {
@@ -137,7 +137,7 @@ impl Core {
         a.size = a.size.max(new_size);
         a.mtime = now;
         a.ctime = now;
-        self.commit_tx(tx)
+        Ok(tx)
     }
 
     /// FICLONERANGE semantics: shares `[soff, soff + len)` of `src` at `doff` in `dst`
@@ -161,7 +161,8 @@ impl Core {
             // bytes past its EOF: make them zeros first (invisible in the source).
             self.zero_past_eof(src, size_in)?;
         }
-        self.share_blocks(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, doff + r.count)?;
+        let tx = self.plan_share(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, doff + r.count)?;
+        self.commit_tx(tx)?;
         Ok(r.count)
     }
 
@@ -182,7 +183,8 @@ impl Core {
             at += n;
         }
         let size_out = self.file_size(dst)?;
-        self.share_blocks(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, size_out)?;
+        let tx = self.plan_share(src, FileBlock::of(soff), dst, FileBlock::of(doff), r.blocks, size_out)?;
+        self.commit_tx(tx)?;
         Ok(Dedupe::Same { bytes: r.count })
     }
 

@@ -44,6 +44,11 @@ impl Core {
     /// `setxattr` by `who`, which matters for an access ACL: it drops set-group-ID
     /// for a changer outside the file's group (`posix_acl_update_mode`).
     pub fn setxattr_by(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32, who: Changer<'_>) -> Result<()> {
+        let tx = self.plan_setxattr(ino, name, value, flags, who)?;
+        self.commit_tx(tx)
+    }
+
+    fn plan_setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32, who: Changer<'_>) -> Result<Tx> {
         self.writable()?;
         check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
@@ -72,7 +77,7 @@ impl Core {
             _ => tx.push(Record::SetXattr { ino, name: name.to_vec(), value: value.to_vec() }),
         }
         tx.attr(&self.st, ino)?.ctime = Timespec::now();
-        self.commit_tx(tx)
+        Ok(tx)
     }
 
     /// Sets a POSIX ACL, validated: the access ACL sets the mode's permission bits,
@@ -105,12 +110,12 @@ impl Core {
         Ok(())
     }
 
-    pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         check_xattr_name(name)?;
         self.inode(ino)?.xattrs.get(name).cloned().ok_or(Error::NoData)
     }
 
-    pub fn listxattr(&mut self, ino: Ino) -> Result<Vec<u8>> {
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         for n in self.inode(ino)?.xattrs.keys() {
             out.extend_from_slice(n);
@@ -120,6 +125,11 @@ impl Core {
     }
 
     pub fn removexattr(&mut self, ino: Ino, name: &[u8]) -> Result<()> {
+        let tx = self.plan_removexattr(ino, name)?;
+        self.commit_tx(tx)
+    }
+
+    fn plan_removexattr(&self, ino: Ino, name: &[u8]) -> Result<Tx> {
         self.writable()?;
         check_xattr_name(name)?;
         self.check_user_write(ino, name)?;
@@ -127,11 +137,11 @@ impl Core {
         if !self.inode(ino)?.xattrs.contains_key(name) {
             // Removing an ACL that is not there succeeds, as on ext4 and XFS (setfacl
             // -b and -k count on it; the kernel turns an empty ACL into a removal).
-            return if name == ACL_ACCESS || name == ACL_DEFAULT { Ok(()) } else { Err(Error::NoData) };
+            return if name == ACL_ACCESS || name == ACL_DEFAULT { Ok(Tx::new()) } else { Err(Error::NoData) };
         }
         let mut tx = Tx::new();
         tx.push(Record::RemoveXattr { ino, name: name.to_vec() });
         tx.attr(&self.st, ino)?.ctime = Timespec::now();
-        self.commit_tx(tx)
+        Ok(tx)
     }
 }
