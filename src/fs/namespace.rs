@@ -100,22 +100,15 @@ impl Core {
         Ok(if has_default { mode } else { mode & !umask })
     }
 
-    /// Creates an inode of any kind under `parent`.
-    fn create(
-        &mut self,
-        ctx: Ctx,
-        parent: Ino,
-        name: &[u8],
-        mode: u32,
-        rdev: u32,
-        target: Option<&[u8]>,
-    ) -> Result<Attr> {
-        let (tx, ino) = self.plan_create(ctx, parent, name, mode, rdev, target)?;
+    /// Commits a `plan_create`; the new inode's attributes.
+    fn create(&mut self, plan: Result<(Tx, Ino)>) -> Result<Attr> {
+        let (tx, ino) = plan?;
         self.commit_tx(tx)?;
         self.getattr(ino)
     }
 
-    /// The transaction of `create`, and the new inode's number.
+    /// The transaction that creates an inode of any kind under `parent`, and the new
+    /// inode's number.
     fn plan_create(
         &self,
         ctx: Ctx,
@@ -163,12 +156,12 @@ impl Core {
     pub fn mknod(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr> {
         match Kind::from_mode(mode) {
             Some(Kind::Dir | Kind::Symlink) | None => Err(Error::Invalid),
-            Some(_) => self.create(ctx, parent, name, mode, rdev, None),
+            Some(_) => self.create(self.plan_create(ctx, parent, name, mode, rdev, None)),
         }
     }
 
     pub fn mkdir(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32) -> Result<Attr> {
-        self.create(ctx, parent, name, libc::S_IFDIR | (mode & 0o7777), 0, None)
+        self.create(self.plan_create(ctx, parent, name, libc::S_IFDIR | (mode & 0o7777), 0, None))
     }
 
     pub fn symlink(&mut self, ctx: Ctx, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr> {
@@ -178,7 +171,7 @@ impl Core {
         if target.is_empty() || target.contains(&0) {
             return Err(Error::Invalid);
         }
-        self.create(ctx, parent, name, libc::S_IFLNK | 0o777, 0, Some(target))
+        self.create(self.plan_create(ctx, parent, name, libc::S_IFLNK | 0o777, 0, Some(target)))
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
