@@ -595,8 +595,9 @@ impl Core {
         }
     }
 
-    /// The file's mapped ranges, split where pages change between shared (another
-    /// file holds them too) and private: what `daxlink extents` shows.
+    /// The file's mapped ranges, split where pages change between co-owned (another
+    /// file holds them too) and private, or blocks between poisoned and not: what
+    /// `daxlink extents` shows.
     pub fn extents(&self, ino: Ino) -> Result<Vec<FileExtent>> {
         Ok(self.extents_from(ino, FileBlock(0), usize::MAX)?.0)
     }
