@@ -320,13 +320,19 @@ fn the_extent_listing_cuts_where_sharing_or_poison_changes() {
     for i in [3, 4, 5, 20, 40, 41] {
         p.fs.write(b, i * PAGE, b"private", false).unwrap();
     }
+    // Writes to the source leave b's pages in place, now b's alone: the sharing
+    // changes inside one of b's extents.
+    for i in [30, 31, 50] {
+        p.fs.write(a, i * PAGE, b"moved", false).unwrap();
+    }
     let pfn_of = |ino, block: u64| {
         let m = p.fs.extents(ino).unwrap().into_iter().find(|m| m.fblock.0 <= block && block < m.fblock.0 + m.pages);
         m.unwrap().pfn.plus(block - m.unwrap().fblock.0)
     };
     // Poison shared pages (9, 10, 11: inside a shared run), a private one (4: inside a
-    // private run) and one at a boundary (20 and 21: private, then shared).
-    for block in [9, 10, 11, 4, 20, 21] {
+    // private run), two across a boundary (20 and 21: private, then shared) and one
+    // left alone by the source's write (31).
+    for block in [9, 10, 11, 4, 20, 21, 31] {
         p.fs.memory_failure(pfn_of(b, block), 1).unwrap();
     }
     let listing = p.fs.extents(b).unwrap();
@@ -345,4 +351,10 @@ fn the_extent_listing_cuts_where_sharing_or_poison_changes() {
         assert!(!(touch && same), "{:?} and {:?} should be one run", w[0], w[1]);
     }
     assert!(listing.iter().any(|m| m.co_owned && m.poisoned) && listing.iter().any(|m| !m.co_owned && m.poisoned));
+    let cut_inside = |w: &[FileExtent]| {
+        w[0].fblock.plus(w[0].pages) == w[1].fblock
+            && w[0].pfn.plus(w[0].pages) == w[1].pfn
+            && w[0].co_owned != w[1].co_owned
+    };
+    assert!(listing.windows(2).any(cut_inside), "the source's writes cut one of b's extents by sharing");
 }

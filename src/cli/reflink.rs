@@ -277,8 +277,20 @@ pub(super) fn shared_everywhere(
             j += 1;
         }
     }
-    if same < spages || dpages != spages {
+    verdict(same, spages, dpages)
+}
+
+/// The check's answer from the pages shared in place, the source's and the
+/// destination's pages in the range.
+fn verdict(same: u64, spages: u64, dpages: u64) -> Result<(), String> {
+    if same < spages {
         return Err(format!("the clone did not share {} of {spages} pages: blocks were copied", spages - same));
+    }
+    if dpages != spages {
+        return Err(format!(
+            "the destination has {} mapped page(s) where the source has holes",
+            dpages.abs_diff(spages)
+        ));
     }
     Ok(())
 }
@@ -369,11 +381,7 @@ mod tests {
         let (sp, dp) = (pages(s, soff), pages(d, doff));
         let at: std::collections::HashMap<u64, (Pfn, bool)> = dp.iter().map(|(o, p, sh)| (*o, (*p, *sh))).collect();
         let same = sp.iter().filter(|(o, p, _)| at.get(o) == Some(&(*p, true))).count() as u64;
-        let n = sp.len() as u64;
-        if same < n || dp.len() != sp.len() {
-            return Err(format!("the clone did not share {} of {n} pages: blocks were copied", n - same));
-        }
-        Ok(())
+        verdict(same, sp.len() as u64, dp.len() as u64)
     }
 
     #[test]
@@ -397,6 +405,13 @@ mod tests {
         assert_eq!(shared_everywhere(&s, &private, 0, 0, len), msg(8));
         assert_eq!(shared_everywhere(&s, &hole, 0, 0, len), msg(1));
         assert_eq!(shared_everywhere(&s, &s, 0, PAGE_SIZE, len), msg(8));
+        // Pages where the source has a hole: not copies, but not a clone either.
+        let extra = [ext(0, 100, 8, true), ext(9, 900, 1, false)];
+        let gap = [ext(0, 100, 8, true)];
+        assert_eq!(
+            shared_everywhere(&gap, &extra, 0, 0, 10 * PAGE_SIZE),
+            Err("the destination has 1 mapped page(s) where the source has holes".into())
+        );
     }
 
     #[test]

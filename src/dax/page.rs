@@ -141,8 +141,9 @@ impl PageTable {
         co_owned(&self.record(pfn))
     }
 
-    /// `[pfn, pfn + pages)` as runs of pages that are all co-owned or all not:
-    /// `(offset from pfn, pages, co_owned)`, in order. One pass over the records.
+    /// `[pfn, pfn + pages)`, which must lie in the table (an extent's pages do), as
+    /// runs of pages that are all co-owned or all not: `(offset from pfn, pages,
+    /// co_owned)`, in order, lazily. One pass over the records.
     pub fn co_owned_runs(&self, pfn: Pfn, pages: u64) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
         debug_assert!(pages == 0 || (self.contains(pfn) && self.contains(pfn.plus(pages - 1))));
         let first = (pfn.0 - self.base.0) as usize;

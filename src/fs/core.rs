@@ -106,8 +106,8 @@ pub struct FileExtent {
     pub fblock: FileBlock,
     pub pfn: Pfn,
     pub pages: u64,
-    /// Another file maps these pages too (their share count is above 1): a write
-    /// copies them first.
+    /// Another owner maps these pages too (their share count is above 1: another file,
+    /// or this one at another offset): a write copies them first.
     pub co_owned: bool,
     /// The pages failed: this file reads EIO here.
     pub poisoned: bool,
@@ -490,18 +490,21 @@ impl Core {
     /// mandatory locking). Returns whether the mode or the attribute changed.
     /// Directories keep everything.
     pub fn kill_privs(&mut self, ino: Ino, who: Changer<'_>) -> Result<bool> {
-        match self.plan_kill_privs(ino, who)? {
-            Some(tx) => self.commit_tx(tx).map(|()| true),
-            None => Ok(false),
+        let tx = self.plan_kill_privs(ino, who)?;
+        if tx.is_empty() {
+            // Nothing to drop: not even a read-only filesystem refuses that.
+            return Ok(false);
         }
+        self.commit_tx(tx)?;
+        Ok(true)
     }
 
-    /// The transaction of `kill_privs`; None when nothing changes.
-    fn plan_kill_privs(&self, ino: Ino, who: Changer<'_>) -> Result<Option<Tx>> {
+    /// The transaction of `kill_privs`; empty when nothing changes.
+    fn plan_kill_privs(&self, ino: Ino, who: Changer<'_>) -> Result<Tx> {
         let i = self.inode(ino)?;
         // An immutable file's change is refused anyway (and keeps its mode meanwhile).
         if i.attr.kind() == Kind::Dir || i.attr.immutable() {
-            return Ok(None);
+            return Ok(Tx::new());
         }
         let mode = i.attr.mode;
         let group_exec = mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP;
@@ -515,7 +518,7 @@ impl Core {
         };
         let cap = i.xattrs.contains_key(XATTR_CAPS);
         if kill == 0 && !cap {
-            return Ok(None);
+            return Ok(Tx::new());
         }
         self.writable()?;
         let mut tx = Tx::new();
@@ -525,7 +528,7 @@ impl Core {
         let a = tx.attr(&self.st, ino)?;
         a.mode &= !kill;
         a.ctime = Timespec::now();
-        Ok(Some(tx))
+        Ok(tx)
     }
 
     pub fn open_inode(&mut self, ino: Ino) -> Result<()> {
@@ -596,8 +599,8 @@ impl Core {
     }
 
     /// The file's mapped ranges, split where pages change between co-owned (another
-    /// file holds them too) and private, or blocks between poisoned and not: what
-    /// `daxlink extents` shows.
+    /// owner holds them too: another file, or this one at another offset) and private,
+    /// or blocks between poisoned and not: what `daxlink extents` shows.
     pub fn extents(&self, ino: Ino) -> Result<Vec<FileExtent>> {
         Ok(self.extents_from(ino, FileBlock(0), usize::MAX)?.0)
     }
@@ -614,21 +617,17 @@ impl Core {
         Ok((out, more))
     }
 
-    /// One extent cut where its pages' sharing or its blocks' poison changes. The
-    /// extent map merges extents that touch, so no run continues into the next one.
-    fn split_by_state(&self, ino: Ino, x: Extent) -> Vec<FileExtent> {
-        let mut out = Vec::new();
-        for (at, pages, co_owned) in self.st.pages().co_owned_runs(x.pfn, x.pages) {
+    /// One extent cut where its pages' sharing or its blocks' poison changes, lazily:
+    /// a batch that stops inside an extent has looked at no page past it. The extent
+    /// map merges extents that touch, so no run continues into the next one.
+    fn split_by_state(&self, ino: Ino, x: Extent) -> impl Iterator<Item = FileExtent> + '_ {
+        self.st.pages().co_owned_runs(x.pfn, x.pages).flat_map(move |(at, pages, co_owned)| {
             let (first, end) = (x.fblock.plus(at), x.fblock.plus(at + pages));
+            let mut out = Vec::new();
             let mut piece = |b: FileBlock, to: FileBlock, poisoned: bool| {
                 if b < to {
-                    out.push(FileExtent {
-                        fblock: b,
-                        pfn: x.pfn.plus(b.0 - x.fblock.0),
-                        pages: to.0 - b.0,
-                        co_owned,
-                        poisoned,
-                    });
+                    let pfn = x.pfn.plus(b.0 - x.fblock.0);
+                    out.push(FileExtent { fblock: b, pfn, pages: to.0 - b.0, co_owned, poisoned });
                 }
             };
             let mut b = first;
@@ -638,8 +637,8 @@ impl Core {
                 b = FileBlock(bad + n);
             }
             piece(b, end, false);
-        }
-        out
+            out
+        })
     }
 
     pub fn page_state(&self, pfn: Pfn) -> Result<PageState> {

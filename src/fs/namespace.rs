@@ -100,9 +100,8 @@ impl Core {
         Ok(if has_default { mode } else { mode & !umask })
     }
 
-    /// Commits a `plan_create`; the new inode's attributes.
-    fn create(&mut self, plan: Result<(Tx, Ino)>) -> Result<Attr> {
-        let (tx, ino) = plan?;
+    /// Commits a `plan_create` of `ino`; the new inode's attributes.
+    fn commit_create(&mut self, tx: Tx, ino: Ino) -> Result<Attr> {
         self.commit_tx(tx)?;
         self.getattr(ino)
     }
@@ -156,12 +155,16 @@ impl Core {
     pub fn mknod(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32, rdev: u32) -> Result<Attr> {
         match Kind::from_mode(mode) {
             Some(Kind::Dir | Kind::Symlink) | None => Err(Error::Invalid),
-            Some(_) => self.create(self.plan_create(ctx, parent, name, mode, rdev, None)),
+            Some(_) => {
+                let (tx, ino) = self.plan_create(ctx, parent, name, mode, rdev, None)?;
+                self.commit_create(tx, ino)
+            }
         }
     }
 
     pub fn mkdir(&mut self, ctx: Ctx, parent: Ino, name: &[u8], mode: u32) -> Result<Attr> {
-        self.create(self.plan_create(ctx, parent, name, libc::S_IFDIR | (mode & 0o7777), 0, None))
+        let (tx, ino) = self.plan_create(ctx, parent, name, libc::S_IFDIR | (mode & 0o7777), 0, None)?;
+        self.commit_create(tx, ino)
     }
 
     pub fn symlink(&mut self, ctx: Ctx, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr> {
@@ -171,7 +174,8 @@ impl Core {
         if target.is_empty() || target.contains(&0) {
             return Err(Error::Invalid);
         }
-        self.create(self.plan_create(ctx, parent, name, libc::S_IFLNK | 0o777, 0, Some(target)))
+        let (tx, ino) = self.plan_create(ctx, parent, name, libc::S_IFLNK | 0o777, 0, Some(target))?;
+        self.commit_create(tx, ino)
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
