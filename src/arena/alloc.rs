@@ -40,6 +40,12 @@ impl Allocator {
         self.busy_pages
     }
 
+    /// Pages a change can count on: free now, or once the log commits (an allocation
+    /// that finds too few free commits first). What statfs reports free.
+    pub fn available_pages(&self) -> u64 {
+        self.free_pages + self.busy_pages
+    }
+
     /// Allocates `n` pages, preferring runs at or after `goal`; all or nothing.
     pub fn alloc(&mut self, goal: Pfn, n: u64) -> Option<Vec<(Pfn, u64)>> {
         if n == 0 {

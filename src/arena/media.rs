@@ -211,19 +211,13 @@ impl Media for MmapMedia {
     }
     fn write(&self, off: ArenaOffset, data: &[u8]) -> MediaResult {
         check_range(self.len, off, data.len() as u64);
-        // SAFETY: as in `read`. A store under the filesystem lock can race only a
-        // `write_pinned` (or `read_pinned`) of the same file's bytes, which its
-        // `OneFileRange` vouches for; racing stores leave a mix of the two writes'
-        // bytes, as racing write(2)s of one file may.
+        // SAFETY: as in `read`. Stores race only stores of the same file's bytes: one
+        // under the filesystem lock races at most a `write_pinned` (or `read_pinned`),
+        // and that one's `OneFileRange` vouches that the range is one file's, and no
+        // other file's page, for as long as it lives (it borrows the copier's epoch
+        // pin). Racing stores leave a mix of the two writes' bytes, as racing
+        // write(2)s of one file may.
         unsafe { fault::copy(self.at(off), data.as_ptr(), data.len()) }.map_err(|a| self.fault(a))
-    }
-    fn write_pinned(&self, range: OneFileRange<'_>, data: &[u8]) -> MediaResult {
-        assert_eq!(range.bytes(), data.len() as u64, "a pinned write covers its range");
-        check_range(self.len, range.off(), data.len() as u64);
-        // SAFETY: as in `read`. The range is one file's, and no other file's page for
-        // as long as `range` lives (it borrows the copier's epoch pin): a store racing
-        // this one targets the same file's bytes, and leaves a mix of the two writes.
-        unsafe { fault::copy(self.at(range.off()), data.as_ptr(), data.len()) }.map_err(|a| self.fault(a))
     }
     fn fill(&self, off: ArenaOffset, bytes: u64, byte: u8) -> MediaResult {
         check_range(self.len, off, bytes);

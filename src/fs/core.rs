@@ -153,7 +153,7 @@ pub struct Core {
 impl Core {
     pub fn mkfs(media: &dyn Media, ctx: Ctx, uuid: [u8; 16]) -> Result<()> {
         let geo = Geometry::for_size(media.len(), uuid)?;
-        geo.write(media).map_err(|e| Error::Flush(Flushed::Superblock, e.raw_os_error().unwrap_or(libc::EIO)))?;
+        geo.write(media).map_err(|e| Error::flush(Flushed::Superblock, &e))?;
         let root = Attr::new(Ino::ROOT, libc::S_IFDIR | 0o755, ctx.uid, ctx.gid, Timespec::now());
         Journal::format(media, &geo, &encode_all(&[Record::SetInode(root)]))?;
         Ok(())
@@ -570,7 +570,7 @@ impl Core {
         }
         StatFs {
             blocks: self.st.geo().data_pages(),
-            bfree: self.st.allocator().free_pages() + self.st.allocator().busy_pages(),
+            bfree: self.st.allocator().available_pages(),
             files: inodes + ffree,
             ffree,
             bsize: PAGE_SIZE as u32,
@@ -582,7 +582,7 @@ impl Core {
         let (_, shared) = self.st.pages().counts();
         let total = self.st.geo().data_pages();
         // As statfs counts: a failed page is used, a page waiting for the log is free.
-        let free = self.st.allocator().free_pages() + self.st.allocator().busy_pages();
+        let free = self.st.allocator().available_pages();
         Stats {
             block_size: PAGE_SIZE,
             pages_total: total,

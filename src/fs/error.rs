@@ -138,6 +138,11 @@ impl Error {
         }
     }
 
+    /// A flush of `what` that failed with `e`.
+    pub(crate) fn flush(what: Flushed, e: &std::io::Error) -> Error {
+        Error::Flush(what, e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
     /// A failure of the media or of daxlink itself, which the daemon logs, as opposed
     /// to an error the request itself earned.
     pub fn is_failure(&self) -> bool {

@@ -133,7 +133,6 @@ impl Core {
         }
     }
 
-    /// A page another file also holds must be copied before it is written.
     /// A page another file holds must be copied before it is written; so must one that
     /// lost an owner since the last commit, which a crash could give back.
     pub(super) fn page_is_cow(&self, pfn: Pfn) -> bool {
@@ -352,7 +351,7 @@ impl Core {
         for &(p, n) in allocated {
             if let Err(e) = self.media.flush(p.offset(), n * PAGE_SIZE) {
                 self.unalloc(allocated);
-                return Err(Error::Flush(Flushed::NewPages, e.raw_os_error().unwrap_or(libc::EIO)));
+                return Err(Error::flush(Flushed::NewPages, &e));
             }
         }
         self.commit_tx(tx).inspect_err(|_| self.unalloc(allocated))
@@ -591,7 +590,7 @@ impl Core {
                 .flat_map(|x| (0..x.pages).map(move |i| x.pfn.plus(i)))
                 .filter(|p| !self.page_is_cow(*p))
                 .count() as u64;
-            if blocks - private > self.st.allocator().free_pages() + self.st.allocator().busy_pages() {
+            if blocks - private > self.st.allocator().available_pages() {
                 return Err(Error::NoSpace);
             }
             self.punch(ino, off, end)?;

@@ -96,32 +96,31 @@ impl Core {
         inodes.sort_by_key(|(ino, _)| *ino);
         let mut out = Vec::new();
         for (ino, i) in inodes {
-            let ino = &ino;
-            let counted = names.get(ino).copied().unwrap_or(0);
+            let counted = names.get(&ino).copied().unwrap_or(0);
             let pages = i.extents().map_or(0, |m| m.mapped_pages());
             if i.attr.kind() == Kind::Dir {
-                if *ino == Ino::ROOT {
+                if ino == Ino::ROOT {
                     continue;
                 }
                 if counted == 0 && i.attr.nlink == 0 {
-                    out.push(Problem::Orphan { ino: *ino, pages: 0 });
+                    out.push(Problem::Orphan { ino, pages: 0 });
                     continue;
                 }
                 match counted {
-                    0 => out.push(Problem::Unreachable { ino: *ino }),
+                    0 => out.push(Problem::Unreachable { ino }),
                     1 => {}
-                    _ => out.push(Problem::DirNamedTwice { ino: *ino }),
+                    _ => out.push(Problem::DirNamedTwice { ino }),
                 }
-                let want = 2 + subdirs.get(ino).copied().unwrap_or(0);
+                let want = 2 + subdirs.get(&ino).copied().unwrap_or(0);
                 if i.attr.nlink != want {
-                    out.push(Problem::LinkCount { ino: *ino, recorded: i.attr.nlink, counted: want });
+                    out.push(Problem::LinkCount { ino, recorded: i.attr.nlink, counted: want });
                 }
             } else if counted == 0 && i.attr.nlink == 0 {
-                out.push(Problem::Orphan { ino: *ino, pages });
+                out.push(Problem::Orphan { ino, pages });
             } else if counted == 0 {
-                out.push(Problem::Unreachable { ino: *ino });
+                out.push(Problem::Unreachable { ino });
             } else if i.attr.nlink != counted {
-                out.push(Problem::LinkCount { ino: *ino, recorded: i.attr.nlink, counted });
+                out.push(Problem::LinkCount { ino, recorded: i.attr.nlink, counted });
             }
         }
         for &(ino, fblock) in self.st.double_claims() {

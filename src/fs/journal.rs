@@ -139,9 +139,7 @@ impl Journal {
 
     /// Makes the log (and every store before it) durable.
     pub fn flush(&self, media: &dyn Media) -> Result<()> {
-        media
-            .flush(ArenaOffset(0), media.len())
-            .map_err(|e| Error::Flush(Flushed::Pool, e.raw_os_error().unwrap_or(libc::EIO)))
+        media.flush(ArenaOffset(0), media.len()).map_err(|e| Error::flush(Flushed::Pool, &e))
     }
 
     /// Writes `payload` (the whole namespace) as the next generation's checkpoint and
@@ -165,9 +163,7 @@ impl Journal {
         h.u32(sum.finalize());
         media.write(off.plus(CP_HEADER), payload)?;
         media.write(off, &h.buf)?;
-        media
-            .flush(off, CP_HEADER + len)
-            .map_err(|e| Error::Flush(Flushed::Checkpoint, e.raw_os_error().unwrap_or(libc::EIO)))?;
+        media.flush(off, CP_HEADER + len).map_err(|e| Error::flush(Flushed::Checkpoint, &e))?;
         self.generation = generation;
         self.seq = 0;
         self.head = 0;

@@ -171,11 +171,11 @@ impl Record {
                 e.u64(*pages);
                 e.u8(*cloned as u8);
             }
-            Record::Unmap { ino, fblock, pages: len } => {
+            Record::Unmap { ino, fblock, pages } => {
                 e.u8(T_UNMAP);
                 e.u64(ino.0);
                 e.u64(fblock.0);
-                e.u64(*len);
+                e.u64(*pages);
             }
             Record::SetXattr { ino, name, value } => {
                 e.u8(T_SET_XATTR);

@@ -407,8 +407,7 @@ impl State {
                 for x in m.iter() {
                     // `cloned` only where pages are shared: a page that a second extent
                     // also claims as its own is then a fault the load catches.
-                    let shared =
-                        (0..x.pages).any(|i| matches!(self.pages.state(x.pfn.plus(i)), PageState::Shared { .. }));
+                    let shared = (0..x.pages).any(|i| self.pages.is_shared(x.pfn.plus(i)));
                     Record::Map { ino: **ino, fblock: x.fblock, pfn: x.pfn, pages: x.pages, cloned: shared }
                         .encode(&mut e);
                 }

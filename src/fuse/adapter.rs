@@ -922,28 +922,14 @@ pub fn invalidate(n: &Notifier, owners: &[Owner]) {
 
 /// The attributes of a deleted regular file: no links, no bytes, the times given.
 fn gone(i: INodeNo, mtime: Option<TimeOrNow>, ctime: Option<SystemTime>) -> FileAttr {
-    let at = |t: Option<TimeOrNow>| match t {
-        Some(TimeOrNow::SpecificTime(t)) => t,
-        _ => SystemTime::now(),
+    let now = Timespec::now();
+    let mtime = match mtime {
+        Some(TimeOrNow::SpecificTime(t)) => request_time(t),
+        _ => now,
     };
-    let (mtime, ctime) = (at(mtime), ctime.unwrap_or_else(SystemTime::now));
-    FileAttr {
-        ino: i,
-        size: 0,
-        blocks: 0,
-        atime: mtime,
-        mtime,
-        ctime,
-        crtime: ctime,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: crate::types::PAGE_SIZE as u32,
-        flags: 0,
-    }
+    let ctime = ctime.map_or(now, request_time);
+    let a = Attr::new(Ino(i.0), libc::S_IFREG, 0, 0, ctime);
+    file_attr(&Attr { nlink: 0, atime: mtime, mtime, ..a })
 }
 
 /// Drops the kernel's cached attributes of `ino` (a negative offset leaves its pages

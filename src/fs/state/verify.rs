@@ -118,9 +118,7 @@ impl State {
                 }
             }
         }
-        let owned = (self.geo.data_start.0..self.geo.pages_total)
-            .filter(|p| matches!(self.pages.state(Pfn(*p)), PageState::Owned { .. }))
-            .count() as u64;
+        let (owned, _) = self.pages.counts();
         if owned != owned_refs {
             return Err(CheckError::PageTable(format!(
                 "{owned} pages are owned, but the extent maps use {owned_refs} of them"
