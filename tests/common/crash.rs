@@ -6,7 +6,7 @@ use std::sync::Arc;
 use daxlink::arena::MemMedia;
 use daxlink::fs::{Fs, Kind, Options};
 
-use super::tree::{Tree, meta, same_meta, walk};
+use super::tree::{Tree, meta_differences, same_meta, walk};
 
 /// Mounts a copy of `image` as a crash left it and checks it: the tree it shows, or
 /// what failed.
@@ -34,10 +34,9 @@ pub enum Stores {
 pub fn recovered_prefix(got: &Tree, states: &[Tree], stores: Stores) -> Result<usize, String> {
     let m: Vec<usize> = (0..states.len()).filter(|&j| same_meta(&states[j], got)).collect();
     let (Some(&lo), Some(&hi)) = (m.first(), m.last()) else {
-        let gm = meta(got);
-        let newest = states.last().map(meta).unwrap_or_default();
-        let extra: Vec<_> = gm.iter().filter(|x| !newest.contains(x)).map(|x| &x.0).collect();
-        let missing: Vec<_> = newest.iter().filter(|x| !gm.contains(x)).map(|x| &x.0).collect();
+        let newest = states.last();
+        let extra = meta_differences(got, newest);
+        let missing = newest.map(|n| meta_differences(n, Some(got))).unwrap_or_default();
         return Err(format!(
             "namespace matches none of the {} states since the last sync: vs the newest, differs in {extra:?}, lacks {missing:?}",
             states.len()

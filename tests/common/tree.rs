@@ -53,24 +53,21 @@ pub fn walk(fs: &Fs) -> Tree {
     out
 }
 
-/// Whether two trees agree in everything but file data (what `meta` keeps), without
-/// copying either.
-pub fn same_meta(a: &Tree, b: &Tree) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|((pa, sa), (pb, sb))| {
-            pa == pb
-                && (sa.ino, sa.kind, sa.nlink, sa.size) == (sb.ino, sb.kind, sb.nlink, sb.size)
-                && sa.xattrs == sb.xattrs
-                && (sa.kind == Kind::File || sa.bytes == sb.bytes)
-        })
+/// Whether two entries agree in everything but file data (a symlink's target counts).
+pub fn same_entry_meta(a: &Seen, b: &Seen) -> bool {
+    (a.ino, a.kind, a.nlink, a.size) == (b.ino, b.kind, b.nlink, b.size)
+        && a.xattrs == b.xattrs
+        && (a.kind == Kind::File || a.bytes == b.bytes)
 }
 
-/// Everything but file data (a symlink's target stays).
-pub fn meta(t: &Tree) -> Vec<(String, Seen)> {
-    t.iter()
-        .map(|(p, s)| {
-            let bytes = if s.kind == Kind::File { None } else { s.bytes.clone() };
-            (p.clone(), Seen { bytes, ..s.clone() })
-        })
-        .collect()
+/// Whether two trees have the same paths and agree in everything but file data,
+/// without copying either.
+pub fn same_meta(a: &Tree, b: &Tree) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((pa, sa), (pb, sb))| pa == pb && same_entry_meta(sa, sb))
+}
+
+/// The paths of `t` that `other` lacks or shows otherwise, file data aside.
+pub fn meta_differences<'t>(t: &'t Tree, other: Option<&Tree>) -> Vec<&'t String> {
+    let matched = |p: &String, s: &Seen| other.and_then(|o| o.get(p)).is_some_and(|o| same_entry_meta(s, o));
+    t.iter().filter(|(p, s)| !matched(p, s)).map(|(p, _)| p).collect()
 }
